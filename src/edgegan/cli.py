@@ -1,0 +1,345 @@
+"""The ``edgegan`` command line.
+
+Every bad input (missing file, unknown architecture, bad option) ends with a one-line
+``edgegan: error: ...`` on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import traceback
+import typing
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgegan import __version__
+from edgegan.errors import ConfigError, EdgeganError
+
+app = typer.Typer(
+    name="edgegan",
+    help="Train, compress, adapt and run GANs on edge devices.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+OPTION_HELP = "Architecture option key=value (repeatable), e.g. -o ngf=32 -o channels=16_16_32_16_32_32_16_16."
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def parse_options(pairs: list[str]) -> dict[str, str]:
+    """Turn ``["ngf=32", "n_blocks=6"]`` into a dict; reject malformed or repeated keys."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"option {pair!r} must look like key=value")
+        if key in out:
+            raise ConfigError(f"option {key!r} given twice")
+        out[key] = value.strip()
+    return out
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``256`` or ``256x192`` (height x width)."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        dims = [int(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"size must be N or HxW, got {text!r}") from None
+    if len(dims) == 1:
+        dims = dims * 2
+    if len(dims) != 2 or min(dims) < 1:
+        raise ConfigError(f"size must be N or HxW with positive numbers, got {text!r}")
+    return dims[0], dims[1]
+
+
+def resolve_model(target: str, options: dict[str, str]) -> Any:
+    """A saved model folder (loaded, options not allowed) or a built-in architecture name."""
+    from edgegan.registry import architectures, build, load
+
+    path = Path(target)
+    looks_like_path = os.sep in target or target.startswith(".") or path.exists()
+    if looks_like_path:
+        if options:
+            raise ConfigError("-o options apply to built-in architectures, not to a saved model folder")
+        return load(path)
+    if target.replace("-", "_") in architectures():
+        return build(target, **options)
+    raise ConfigError(f"{target!r} is neither a saved model folder nor an architecture ({', '.join(architectures())})")
+
+
+def _fmt_count(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3f}{unit}"
+    return f"{n:.0f}"
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+@app.command("archs")
+def archs_cmd() -> None:
+    """List the built-in architectures and their options (defaults in brackets)."""
+    from edgegan.registry import architectures
+
+    table = Table(title="built-in architectures")
+    table.add_column("name")
+    table.add_column("options")
+    for name, cls in architectures().items():
+        fields = dataclasses.fields(cls.config_cls)
+        hints = typing.get_type_hints(cls.config_cls)
+        opts = ", ".join(f"{f.name}[{f.default}]" for f in fields if f.name in hints)
+        table.add_row(name, opts)
+    console.print(table)
+
+
+@app.command("init")
+def init_cmd(
+    arch: str = typer.Argument(..., help="Architecture name (see `edgegan archs`)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write config.json + model.safetensors to."),
+    option: list[str] = typer.Option([], "-o", "--option", help=OPTION_HELP),
+    seed: int = typer.Option(0, help="Seed of the random initialisation."),
+    force: bool = typer.Option(False, help="Replace an existing model folder."),
+) -> None:
+    """Save a freshly initialised model folder (loadable by every other command)."""
+    import torch
+
+    from edgegan.registry import build
+
+    if out.exists() and not force:
+        raise EdgeganError(f"{out} already exists; pass --force to replace it")
+    torch.manual_seed(seed)
+    model = build(arch, **parse_options(option))
+    model.save(out)
+    console.print(f"saved {model.arch} to {out}")
+
+
+@app.command("profile")
+def profile_cmd(
+    target: str = typer.Argument(..., help="Architecture name or saved model folder."),
+    option: list[str] = typer.Option([], "-o", "--option", help=OPTION_HELP),
+    size: str = typer.Option("256", help="Input size N or HxW."),
+    batch: int = typer.Option(1, min=1, help="Batch size for MAC counting (latency is always batch 1)."),
+    latency: bool = typer.Option(False, "--latency", help="Time PyTorch eager and ONNX Runtime (median ms)."),
+    repeats: int = typer.Option(10, min=1, help="Timed runs for --latency."),
+    warmup: int = typer.Option(3, min=0, help="Untimed warm-up runs for --latency."),
+    threads: int | None = typer.Option(None, min=1, help="CPU threads (default: torch's)."),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak memory of one inference."),
+    layers: bool = typer.Option(False, "--layers", help="Print a per-layer table."),
+    device: str = typer.Option("cpu", help="cpu or cuda[:N] for the PyTorch timing and memory."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Count parameters and MACs; optionally time inference and measure peak memory."""
+    from edgegan.profile import machine_line, profile_model
+
+    _check_device(device)
+    model = resolve_model(target, parse_options(option))
+    result = profile_model(
+        model,
+        parse_size(size),
+        batch=batch,
+        latency=latency,
+        repeats=repeats,
+        warmup=warmup,
+        threads=threads,
+        memory=memory,
+        layers=layers,
+        device=device,
+    )
+    if as_json:
+        _print_json(result)
+        return
+    if layers:
+        lt = Table(title="per layer")
+        for col in ("layer", "type", "output", "params", "MACs", "MACs (GC)"):
+            lt.add_column(col, justify="right" if col in ("params", "MACs", "MACs (GC)") else "left")
+        for row in result["layers"]:
+            lt.add_row(
+                row["name"],
+                row["kind"],
+                "x".join(map(str, row["output_shape"])),
+                f"{row['params']:,}",
+                _fmt_count(row["macs"]),
+                _fmt_count(row["macs_gc"]),
+            )
+        console.print(lt)
+    t = Table(title=f"{result['arch']} at {'x'.join(map(str, result['input_shape']))}")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_row("params", f"{result['params']:,}")
+    t.add_row("MACs (true)", _fmt_count(result["macs"]))
+    t.add_row("MACs (GAN Compression convention)", _fmt_count(result["macs_gc"]))
+    if "memory_mb" in result:
+        t.add_row("weights (MiB)", f"{result['memory_mb']['weights_mb']:.1f}")
+        t.add_row("peak activation memory (MiB)", f"{result['memory_mb']['activation_peak_mb']:.1f}")
+    for backend, ms in result.get("latency_ms", {}).items():
+        t.add_row(f"latency {backend} (median ms)", f"{ms:.2f}")
+    console.print(t)
+    if "machine" in result:
+        console.print(f"machine: {machine_line(result['machine'])}")
+
+
+@app.command("export")
+def export_cmd(
+    target: str = typer.Argument(..., help="Architecture name or saved model folder."),
+    out: Path = typer.Option(..., "--out", help="Output .onnx file."),
+    option: list[str] = typer.Option([], "-o", "--option", help=OPTION_HELP),
+    size: str = typer.Option("256", help="Example input size N or HxW (height and width stay dynamic)."),
+    opset: int = typer.Option(17, min=13, help="ONNX opset."),
+    exporter: str = typer.Option("torchscript", help="torchscript (fast) or dynamo (torch.export)."),
+    static_shape: bool = typer.Option(False, "--static-shape", help="Fix batch, height and width."),
+    tolerance: float = typer.Option(1e-4, help="Fail if max |torch - onnxruntime| exceeds this."),
+    quantize: str | None = typer.Option(None, help="Also write an int8 model: dynamic or static."),
+    calib: Path | None = typer.Option(None, help="Folder of calibration images (static) and for the PSNR check."),
+    calib_count: int = typer.Option(16, min=1, help="At most this many calibration images."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Export to ONNX (dynamic H/W), check parity with PyTorch, optionally quantize to int8."""
+    from edgegan.export.onnx import export_onnx
+
+    if exporter not in ("torchscript", "dynamo"):
+        raise ConfigError(f"--exporter must be torchscript or dynamo, got {exporter!r}")
+    if quantize not in (None, "dynamic", "static"):
+        raise ConfigError(f"--quantize must be dynamic or static, got {quantize!r}")
+    if quantize == "static" and calib is None:
+        raise ConfigError("--quantize static needs --calib DIR with calibration images")
+    if out.suffix != ".onnx":
+        raise ConfigError(f"--out must end in .onnx, got {out}")
+    hw = parse_size(size)
+    calib_arrays = _calibration_arrays(calib, hw, calib_count) if calib is not None else None
+    model = resolve_model(target, parse_options(option))
+    result = export_onnx(model, out, size=hw, opset=opset, dynamic=not static_shape, exporter=exporter)  # type: ignore[arg-type]
+    report: dict[str, Any] = {"arch": getattr(model, "arch", ""), **result.to_dict(), "tolerance": tolerance}
+    if quantize:
+        from edgegan.export.quantize import int8_fidelity, quantize_onnx
+
+        int8_path = out.with_name(out.stem + ".int8.onnx")
+        quantize_onnx(out, int8_path, mode=quantize, calibration=calib_arrays)  # type: ignore[arg-type]
+        if calib_arrays:
+            inputs, source = calib_arrays, f"{len(calib_arrays)} images from {calib}"
+        else:
+            import torch
+
+            gen = torch.Generator().manual_seed(0)
+            inputs = [(torch.rand(1, 3, *hw, generator=gen) * 2 - 1).numpy() for _ in range(4)]
+            source = "4 random inputs (pass --calib DIR to measure on images)"
+        report["int8"] = {
+            "path": str(int8_path),
+            "mode": quantize,
+            **int8_fidelity(out, int8_path, inputs),
+            "on": source,
+        }
+    if as_json:
+        _print_json(report)
+    else:
+        console.print(f"wrote {result.path} (opset {result.opset}, {result.exporter}, input {result.input_shape})")
+        console.print(f"max |torch - onnxruntime| = {result.max_abs_diff:.3g} (tolerance {tolerance:g})")
+        if "int8" in report:
+            q = report["int8"]
+            console.print(
+                f"wrote {q['path']} ({q['mode']} int8): PSNR vs fp32 {q['psnr_db_median']:.2f} dB on {q['on']}"
+            )
+    if result.max_abs_diff is not None and result.max_abs_diff > tolerance:
+        # Rich would wrap a long message; errors stay on one line.
+        _one_line(f"ONNX output differs from PyTorch by {result.max_abs_diff:.3g} > tolerance {tolerance:g}")
+        raise typer.Exit(1)
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for the ONNX files and demo.json."),
+    size: int = typer.Option(256, min=16, help="Input size."),
+    repeats: int = typer.Option(5, min=1, help="Timed runs per backend."),
+) -> None:
+    """Profile the pix2pix/CycleGAN teacher and a GAN Compression student, export both, print the table."""
+    from edgegan.demo import run_demo
+
+    run_demo(out, size=size, repeats=repeats, console=console)
+
+
+@app.command("version")
+def version_cmd() -> None:
+    """Print the edgegan version."""
+    console.print(__version__)
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device == "cpu":
+        return
+    if not device.startswith("cuda"):
+        raise ConfigError(f"--device must be cpu or cuda[:N], got {device!r}")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device on this machine")
+
+
+def _calibration_arrays(folder: Path, hw: tuple[int, int], limit: int) -> list[Any]:
+    from edgegan.data import list_images, load_image
+
+    return [load_image(p, size=hw)[None].numpy() for p in list_images(folder)[:limit]]
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: map user errors to one line and exit code 2."""
+    command = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        rv = command.main(args=args or ["--help"], prog_name="edgegan", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        err_console.print("edgegan: aborted")
+        return 130
+    except EdgeganError as exc:
+        _one_line(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("edgegan: interrupted")
+        return 130
+    except Exception as exc:
+        if _is_usage_error(exc):
+            _one_line(exc.format_message())  # type: ignore[attr-defined]
+            return 2
+        # A bug, not bad input: say so in one line; the traceback is one variable away.
+        if os.environ.get("EDGEGAN_DEBUG"):
+            traceback.print_exc()
+        _one_line(f"internal error: {type(exc).__name__}: {exc} (set EDGEGAN_DEBUG=1 for the traceback)")
+        return 1
+    return rv if isinstance(rv, int) else 0
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    # typer vendors click, whose exceptions are private classes; they all carry these two.
+    return hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)
+
+
+def _one_line(message: str) -> None:
+    text = " ".join(str(message).split())
+    sys.stderr.write(f"edgegan: error: {text}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

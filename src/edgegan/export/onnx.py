@@ -1,0 +1,148 @@
+"""ONNX export with dynamic batch/height/width and a torch-vs-ONNX Runtime parity check."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgegan.errors import EdgeganError
+from edgegan.fileio import atomic_path
+from edgegan.profile.latency import onnx_session
+
+Exporter = Literal["torchscript", "dynamo"]
+
+
+@dataclass
+class ExportResult:
+    path: str
+    input_shape: list[int]
+    output_names: list[str]
+    opset: int
+    exporter: str
+    max_abs_diff: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Plain(nn.Module):
+    """Exposes only the tensor output(s) of an edgegan model to the exporter."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        out = self.model(x)
+        return tuple(out) if isinstance(out, list | tuple) else out
+
+
+def _as_list(out: Any) -> list[np.ndarray]:
+    if isinstance(out, torch.Tensor):
+        return [out.detach().cpu().numpy()]
+    return [t.detach().cpu().numpy() for t in out]
+
+
+def run_onnx(path: str | Path, x: torch.Tensor | np.ndarray, threads: int | None = None) -> list[np.ndarray]:
+    """Run an ONNX file on one input with ONNX Runtime (CPU); returns every output."""
+    sess = onnx_session(path, threads)
+    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
+    return sess.run(None, {sess.get_inputs()[0].name: arr.astype(np.float32)})
+
+
+@torch.no_grad()
+def onnx_parity(model: nn.Module, path: str | Path, x: torch.Tensor) -> float:
+    """Max |torch - onnxruntime| over all outputs for input ``x``."""
+    expected = _as_list(_Plain(model.eval())(x))
+    got = run_onnx(path, x)
+    if len(expected) != len(got):
+        raise EdgeganError(f"{path}: {len(got)} outputs, torch model gives {len(expected)}")
+    return max(float(np.max(np.abs(e - g))) for e, g in zip(expected, got, strict=True))
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    example: torch.Tensor | None = None,
+    size: int | tuple[int, int] = 256,
+    opset: int = 17,
+    dynamic: bool = True,
+    exporter: Exporter = "torchscript",
+    check: bool = True,
+) -> ExportResult:
+    """Export ``model`` (in eval mode, on CPU) to ``path``; the file appears only when complete.
+
+    ``torchscript`` is the tracing exporter (fast, stable for conv nets); ``dynamo`` is
+    torch.export-based and needs onnxscript. With ``check``, ONNX Runtime and PyTorch run on
+    the same random input and the max absolute difference is reported.
+    """
+    model = model.eval().cpu()
+    if example is None:
+        maker = getattr(model, "example_input", None)
+        example = (
+            maker(size) if callable(maker) else torch.randn(1, 3, *((size, size) if isinstance(size, int) else size))
+        )
+    wrapped = _Plain(model)
+    with torch.no_grad():
+        n_out = len(_as_list(wrapped(example)))
+    out_names = ["output"] if n_out == 1 else [f"output{i}" for i in range(n_out)]
+    axes = {0: "batch", 2: "height", 3: "width"}
+    target = Path(path)
+    if target.suffix != ".onnx":
+        raise EdgeganError(f"export path must end in .onnx, got {target}")
+    with atomic_path(target) as tmp, warnings.catch_warnings(), _quiet_exporter():
+        warnings.simplefilter("ignore")
+        if exporter == "torchscript":
+            torch.onnx.export(
+                wrapped,
+                (example,),
+                str(tmp),
+                dynamo=False,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=out_names,
+                dynamic_axes={n: axes for n in ["input", *out_names]} if dynamic else None,
+            )
+        elif exporter == "dynamo":
+            shapes = None
+            if dynamic:
+                dims = {i: torch.export.Dim.AUTO for i in axes}
+                shapes = {"x": dims}
+            torch.onnx.export(
+                wrapped,
+                (example,),
+                str(tmp),
+                dynamo=True,
+                opset_version=max(opset, 18),
+                input_names=["input"],
+                output_names=out_names,
+                dynamic_shapes=shapes,
+                verbose=False,
+            )
+        else:
+            raise EdgeganError(f"unknown exporter {exporter!r}; choose torchscript or dynamo")
+    diff = onnx_parity(model, target, example) if check else None
+    return ExportResult(str(target), list(example.shape), out_names, opset, exporter, diff)
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    # The dynamo exporter prints progress lines and logs about optional torchvision ops.
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)

@@ -1,0 +1,24 @@
+"""Built-in architectures; importing this package registers them."""
+
+from edgegan.models.discriminators import (
+    MultiScaleDiscriminator,
+    MultiScaleDiscriminatorConfig,
+    PatchDiscriminator,
+    PatchDiscriminatorConfig,
+)
+from edgegan.models.mobile_resnet import MobileResnetGenerator, MobileResnetGeneratorConfig
+from edgegan.models.resnet import ResnetGenerator, ResnetGeneratorConfig
+from edgegan.models.unet import UnetGenerator, UnetGeneratorConfig
+
+__all__ = [
+    "MobileResnetGenerator",
+    "MobileResnetGeneratorConfig",
+    "MultiScaleDiscriminator",
+    "MultiScaleDiscriminatorConfig",
+    "PatchDiscriminator",
+    "PatchDiscriminatorConfig",
+    "ResnetGenerator",
+    "ResnetGeneratorConfig",
+    "UnetGenerator",
+    "UnetGeneratorConfig",
+]

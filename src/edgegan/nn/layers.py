@@ -1,0 +1,114 @@
+"""Small layers shared by the architectures: norm factory, padding, separable convs, residual blocks."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+NormKind = Literal["instance", "batch", "none"]
+PaddingKind = Literal["reflect", "replicate", "zero"]
+
+
+def norm_layer(kind: NormKind, channels: int) -> nn.Module:
+    """InstanceNorm without affine or running stats (pix2pix default), BatchNorm, or nothing."""
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}")
+
+
+def conv_bias(norm: NormKind) -> bool:
+    # BatchNorm has its own shift, so a conv bias before it is redundant (pix2pix's rule).
+    return norm != "batch"
+
+
+def pad_and_conv_padding(padding_type: PaddingKind, amount: int) -> tuple[list[nn.Module], int]:
+    """Explicit padding module(s) plus the padding the conv itself should use."""
+    if padding_type == "reflect":
+        return [nn.ReflectionPad2d(amount)], 0
+    if padding_type == "replicate":
+        return [nn.ReplicationPad2d(amount)], 0
+    if padding_type == "zero":
+        return [], amount
+    raise ValueError(f"unknown padding type {padding_type!r}")
+
+
+class SeparableConv2d(nn.Module):
+    """Depthwise k×k conv (groups = channels), norm, pointwise 1×1 conv (GAN Compression)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int = 0,
+        norm: NormKind = "instance",
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(
+            in_channels, in_channels, kernel_size, stride=stride, padding=padding, groups=in_channels, bias=bias
+        )
+        self.norm = norm_layer(norm, in_channels)
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.norm(self.depthwise(x)))
+
+
+class ResnetBlock(nn.Module):
+    """pad, 3×3 conv, norm, ReLU, [dropout], pad, 3×3 conv, norm, plus the skip."""
+
+    def __init__(
+        self, dim: int, norm: NormKind = "instance", dropout: float = 0.0, padding_type: PaddingKind = "reflect"
+    ):
+        super().__init__()
+        bias = conv_bias(norm)
+        layers: list[nn.Module] = []
+        for i in range(2):
+            pads, p = pad_and_conv_padding(padding_type, 1)
+            layers += [*pads, nn.Conv2d(dim, dim, 3, padding=p, bias=bias), norm_layer(norm, dim)]
+            if i == 0:
+                layers.append(nn.ReLU(True))
+                if dropout > 0:
+                    layers.append(nn.Dropout(dropout))
+        self.conv_block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_block(x)
+
+
+class MobileResnetBlock(nn.Module):
+    """A residual block whose two 3×3 convs are separable convs; ``hidden`` is the inner width."""
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        norm: NormKind = "instance",
+        dropout: float = 0.0,
+        padding_type: PaddingKind = "reflect",
+    ) -> None:
+        super().__init__()
+        bias = conv_bias(norm)
+        pads, p = pad_and_conv_padding(padding_type, 1)
+        layers: list[nn.Module] = [
+            *pads,
+            SeparableConv2d(dim, hidden, 3, padding=p, norm=norm, bias=bias),
+            norm_layer(norm, hidden),
+            nn.ReLU(True),
+        ]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        pads, p = pad_and_conv_padding(padding_type, 1)
+        layers += [*pads, SeparableConv2d(hidden, dim, 3, padding=p, norm=norm, bias=bias), norm_layer(norm, dim)]
+        self.conv_block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_block(x)

@@ -343,8 +343,10 @@ def test_name_and_architecture_mismatch_raise(tmp_path):
         load_checkpoint(
             tmp_path, modules={**fresh["modules"], "extra": nn.Linear(1, 1)}, optimizers=fresh["optimizers"]
         )
+    # No optimizers at all: a weights-only load (evaluation, export) is allowed.
+    assert load_checkpoint(tmp_path, modules=fresh["modules"], restore_rng=False).step == 1
     with pytest.raises(CheckpointError, match="optimizers"):
-        load_checkpoint(tmp_path, modules=fresh["modules"])
+        load_checkpoint(tmp_path, modules=fresh["modules"], optimizers={"other": fresh["optimizers"]["m"]})
     with pytest.raises(CheckpointError, match="missing none; unexpected bias") as info:
         load_checkpoint(tmp_path, modules={"m": nn.Linear(3, 2, bias=False)}, optimizers=fresh["optimizers"])
     assert "\n" not in str(info.value)

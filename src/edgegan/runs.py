@@ -584,7 +584,9 @@ def load_checkpoint(
 
     ``run_or_folder`` is a :class:`RunDir`, a run folder, its ``checkpoints`` folder or one
     ``step-*`` folder.  Module weights load strictly; the names passed must be exactly those
-    saved.  Everything is read and checked before anything is modified.
+    saved.  Passing no optimizers (or no schedulers) skips them, so a checkpoint's weights can
+    be loaded for evaluation or export; passing some requires all.  Everything is read and
+    checked before anything is modified.
     """
     optimizers = optimizers or {}
     schedulers = schedulers or {}
@@ -609,8 +611,10 @@ def load_checkpoint(
     if fmt != FORMAT_VERSION:
         raise CheckpointError(f"{json_path} has format {fmt!r}; this edgegan reads format {FORMAT_VERSION}")
     _name_mismatch("modules", folder, doc["modules"], modules)
-    _name_mismatch("optimizers", folder, doc["optimizers"], optimizers)
-    _name_mismatch("schedulers", folder, doc["schedulers"], schedulers)
+    if optimizers:
+        _name_mismatch("optimizers", folder, doc["optimizers"], optimizers)
+    if schedulers:
+        _name_mismatch("schedulers", folder, doc["schedulers"], schedulers)
 
     weights_path = folder / WEIGHTS_FILE
     weights = _read_safetensors(weights_path, map_location)

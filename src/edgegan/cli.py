@@ -30,7 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-console = Console()
+console = Console(soft_wrap=True)  # paths and messages stay on one line; tables still fit
 err_console = Console(stderr=True)
 
 OPTION_HELP = "Architecture option key=value (repeatable), e.g. -o ngf=32 -o channels=16_16_32_16_32_32_16_16."

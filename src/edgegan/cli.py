@@ -276,6 +276,157 @@ def demo_cmd(
     run_demo(out, size=size, repeats=repeats, console=console)
 
 
+@app.command("eval")
+def eval_cmd(
+    real: Path = typer.Option(..., "--real", help="Folder of real images."),
+    fake: Path = typer.Option(..., "--fake", help="Folder of generated images."),
+    out: Path | None = typer.Option(None, "--out", help="Write metrics.json, report.md and samples.png here."),
+    pairing: str = typer.Option("auto", help="auto (pair by file name when every name matches), name, or none."),
+    size: str | None = typer.Option(None, help="Resize both sides to N or HxW before paired metrics."),
+    weights: Path | None = typer.Option(None, help="Inception weights file, or a folder with all weights files."),
+    device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
+    batch_size: int = typer.Option(16, min=1, help="Images per Inception batch."),
+    kid_subset_size: int = typer.Option(1000, min=2, help="KID subset size (capped at the sample count)."),
+    lpips: bool = typer.Option(True, "--lpips/--no-lpips", help="LPIPS for paired folders when weights exist."),
+    seg_model: Path | None = typer.Option(None, help="Segmentation model (TorchScript .pt or .onnx) for mIoU."),
+    labels: Path | None = typer.Option(None, help="Folder of label maps named like the generated images."),
+    num_classes: int | None = typer.Option(None, min=1, help="Number of segmentation classes."),
+    seg_input: str = typer.Option("unit", help="Segmentation model input range: unit, signed or imagenet."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object keyed by metric name."),
+) -> None:
+    """Compare generated images with real ones: PSNR, SSIM, MS-SSIM, L1, FID, KID, LPIPS, SIFID, mIoU."""
+    from edgegan.fileio import atomic_write_json
+    from edgegan.metrics.folders import EvalOptions, evaluate_folders
+
+    _check_device(device)
+    if pairing not in ("auto", "name", "none"):
+        raise ConfigError(f"--pairing must be auto, name or none, got {pairing!r}")
+    if seg_input not in ("unit", "signed", "imagenet"):
+        raise ConfigError(f"--seg-input must be unit, signed or imagenet, got {seg_input!r}")
+    if weights is not None and not weights.exists():
+        raise ConfigError(f"--weights {weights} does not exist")
+    opts = EvalOptions(
+        pairing=pairing,  # type: ignore[arg-type]
+        size=parse_size(size) if size else None,
+        weights=weights,
+        device=device,
+        batch_size=batch_size,
+        kid_subset_size=kid_subset_size,
+        lpips=lpips,
+        seg_model=seg_model,
+        labels=labels,
+        num_classes=num_classes,
+        seg_input_range=seg_input,
+    )
+    result = evaluate_folders(real, fake, opts, progress=not as_json)
+    report = result.to_dict()
+    if out is not None:
+        atomic_write_json(out / "metrics.json", report)
+        _eval_report(out, real, fake, result)
+    if as_json:
+        _print_json(report)
+        return
+    t = Table(title=f"{fake} vs {real}")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in result.metrics.items():
+        t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    console.print(t)
+    console.print(", ".join(f"{k} {v}" for k, v in result.counts.items()))
+    for k, why in result.skipped.items():
+        console.print(f"skipped {k}: {why}")
+    if out is not None:
+        console.print(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
+
+
+def _eval_report(out: Path, real: Path, fake: Path, result: Any) -> None:
+    from edgegan.data import load_image
+    from edgegan.report import write_report
+
+    if result.pairs:
+        shown = result.pairs[:6]
+        rows = [[load_image(r) for r, _ in shown], [load_image(f) for _, f in shown]]
+    else:
+        rows = [[load_image(p) for p in result.real_files[:6]], [load_image(p) for p in result.fake_files[:6]]]
+    write_report(
+        out,
+        title=f"Evaluation of {fake.name or fake}",
+        notes=[f"Generated images in `{fake}`, real images in `{real}`; counts: {result.counts}."],
+        metrics=result.metrics,
+        skipped=result.skipped,
+        grids={"samples": rows},
+        grid_labels={"samples": ["real", "generated"]},
+    )
+
+
+@app.command("report")
+def report_cmd(
+    series: Path = typer.Argument(..., help="JSON list (or JSONL) of points, each with a name and numbers."),
+    x: str = typer.Option(..., "--x", help="Field on the x axis, e.g. macs_gc or energy_j."),
+    y: str = typer.Option(..., "--y", help="Field on the y axis, e.g. fid or ssim."),
+    out: Path = typer.Option(..., "--out", help="Folder for report.md and tradeoff.png."),
+    title: str = typer.Option("Trade-off", help="Report title."),
+    log_x: bool = typer.Option(False, "--log-x", help="Logarithmic x axis."),
+    group: str | None = typer.Option(None, help="Field whose values split the points into lines."),
+) -> None:
+    """Plot a quality/cost trade-off from a series of measurements and write a Markdown page."""
+    from edgegan.report import write_report
+
+    points = _read_series(series)
+    path = write_report(out, title=title, series=points, x=x, y=y, log_x=log_x, group=group)
+    console.print(f"wrote {path} and {out / 'tradeoff.png'} ({len(points)} points)")
+
+
+def _read_series(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise EdgeganError(f"series file not found: {path}")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            data = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as exc:
+            raise EdgeganError(f"{path} is neither JSON nor JSON lines: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("points"), list):
+        data = data["points"]
+    if not isinstance(data, list) or not data or not all(isinstance(p, dict) for p in data):
+        raise EdgeganError(f"{path} must hold a non-empty list of objects (or {{'points': [...]}})")
+    return data
+
+
+weights_app = typer.Typer(help="Pretrained weights: list, check and (explicitly) fetch.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("list")
+def weights_list_cmd(
+    path: Path | None = typer.Option(None, "--weights", help="A file or folder to look in first."),
+) -> None:
+    """Show each known weights file, what it is for, and whether it was found and verified."""
+    from edgegan.weights import KNOWN, available, cache_dir
+
+    t = Table(title=f"weights (cache: {cache_dir()})")
+    for col in ("name", "file", "used for", "status"):
+        t.add_column(col)
+    for name, spec in KNOWN.items():
+        found, reason = available(name, path)
+        status = f"ok: {found}" if found else ("wrong file" if reason and "sha256" in reason else "missing")
+        t.add_row(name, spec.filename, spec.used_for, status)
+    console.print(t)
+
+
+@weights_app.command("fetch")
+def weights_fetch_cmd(
+    name: str = typer.Argument(..., help="Known weights name (see `edgegan weights list`)."),
+    dest: Path | None = typer.Option(None, help="Folder to save to (default: torch hub cache)."),
+) -> None:
+    """Download a published weights file and verify its hash (needs internet)."""
+    from edgegan.weights import fetch
+
+    console.print(f"saved {fetch(name, dest)}")
+
+
 @app.command("version")
 def version_cmd() -> None:
     """Print the edgegan version."""

@@ -1,5 +1,36 @@
-"""Image quality metrics."""
+"""Image quality metrics: reference (PSNR, SSIM, MS-SSIM, L1), feature-based (FID, KID, SIFID,
+LPIPS), single-image diversity, and segmentation mIoU. Weight-based metrics load their
+networks from local files only (see :mod:`edgegan.weights`)."""
 
-from edgegan.metrics.ssim import gaussian_window, ssim, ssim_map
+from edgegan.metrics.fid import (
+    FIDResult,
+    KIDResult,
+    SIFIDResult,
+    diversity,
+    feature_stats,
+    fid_from_features,
+    frechet_distance,
+    kid,
+    sifid,
+)
+from edgegan.metrics.reference import l1, paired_metrics, psnr
+from edgegan.metrics.ssim import gaussian_window, ms_ssim, ssim, ssim_map
 
-__all__ = ["gaussian_window", "ssim", "ssim_map"]
+__all__ = [
+    "FIDResult",
+    "KIDResult",
+    "SIFIDResult",
+    "diversity",
+    "feature_stats",
+    "fid_from_features",
+    "frechet_distance",
+    "gaussian_window",
+    "kid",
+    "l1",
+    "ms_ssim",
+    "paired_metrics",
+    "psnr",
+    "sifid",
+    "ssim",
+    "ssim_map",
+]

@@ -395,6 +395,14 @@ def _read_series(path: Path) -> list[dict[str, Any]]:
     return data
 
 
+def _add_setgan() -> None:
+    from edgegan.setgan.cli import app as setgan_app
+
+    app.add_typer(setgan_app, name="setgan")
+
+
+_add_setgan()
+
 weights_app = typer.Typer(help="Pretrained weights: list, check and (explicitly) fetch.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from edgegan.errors import EdgeganError
 from edgegan.fileio import atomic_path
-from edgegan.profile.latency import onnx_session
+from edgegan.profile.latency import onnx_feed, onnx_session
 
 Exporter = Literal["torchscript", "dynamo"]
 
@@ -41,8 +41,8 @@ class _Plain(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        out = self.model(x)
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        out = self.model(*xs)
         return tuple(out) if isinstance(out, list | tuple) else out
 
 
@@ -52,17 +52,16 @@ def _as_list(out: Any) -> list[np.ndarray]:
     return [t.detach().cpu().numpy() for t in out]
 
 
-def run_onnx(path: str | Path, x: torch.Tensor | np.ndarray, threads: int | None = None) -> list[np.ndarray]:
-    """Run an ONNX file on one input with ONNX Runtime (CPU); returns every output."""
+def run_onnx(path: str | Path, x: Any, threads: int | None = None) -> list[np.ndarray]:
+    """Run an ONNX file with ONNX Runtime (CPU) on one input or a tuple of inputs; returns every output."""
     sess = onnx_session(path, threads)
-    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
-    return sess.run(None, {sess.get_inputs()[0].name: arr.astype(np.float32)})
+    return sess.run(None, onnx_feed(sess, x))
 
 
 @torch.no_grad()
-def onnx_parity(model: nn.Module, path: str | Path, x: torch.Tensor) -> float:
-    """Max |torch - onnxruntime| over all outputs for input ``x``."""
-    expected = _as_list(_Plain(model.eval())(x))
+def onnx_parity(model: nn.Module, path: str | Path, x: torch.Tensor | tuple[torch.Tensor, ...]) -> float:
+    """Max |torch - onnxruntime| over all outputs for input ``x`` (a tensor or a tuple of inputs)."""
+    expected = _as_list(_Plain(model.eval())(*(x if isinstance(x, tuple) else (x,))))
     got = run_onnx(path, x)
     if len(expected) != len(got):
         raise EdgeganError(f"{path}: {len(got)} outputs, torch model gives {len(expected)}")
@@ -73,7 +72,7 @@ def export_onnx(
     model: nn.Module,
     path: str | Path,
     *,
-    example: torch.Tensor | None = None,
+    example: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
     size: int | tuple[int, int] = 256,
     opset: int = 17,
     dynamic: bool = True,
@@ -92,10 +91,15 @@ def export_onnx(
         example = (
             maker(size) if callable(maker) else torch.randn(1, 3, *((size, size) if isinstance(size, int) else size))
         )
+    inputs = example if isinstance(example, tuple) else (example,)
     wrapped = _Plain(model)
     with torch.no_grad():
-        n_out = len(_as_list(wrapped(example)))
+        n_out = len(_as_list(wrapped(*inputs)))
     out_names = ["output"] if n_out == 1 else [f"output{i}" for i in range(n_out)]
+    # A model with several inputs names them (e.g. SinGAN's ("prev", "noise")).
+    in_names = list(getattr(model, "input_names", None) or (["input"] if len(inputs) == 1 else []))
+    if len(in_names) != len(inputs):
+        in_names = [f"input{i}" for i in range(len(inputs))]
     axes = {0: "batch", 2: "height", 3: "width"}
     target = Path(path)
     if target.suffix != ".onnx":
@@ -105,26 +109,26 @@ def export_onnx(
         if exporter == "torchscript":
             torch.onnx.export(
                 wrapped,
-                (example,),
+                inputs,
                 str(tmp),
                 dynamo=False,
                 opset_version=opset,
-                input_names=["input"],
+                input_names=in_names,
                 output_names=out_names,
-                dynamic_axes={n: axes for n in ["input", *out_names]} if dynamic else None,
+                dynamic_axes={n: axes for n in [*in_names, *out_names]} if dynamic else None,
             )
         elif exporter == "dynamo":
             shapes = None
             if dynamic:
                 dims = {i: torch.export.Dim.AUTO for i in axes}
-                shapes = {"x": dims}
+                shapes = {"xs": tuple(dims for _ in inputs)}
             torch.onnx.export(
                 wrapped,
-                (example,),
+                inputs,
                 str(tmp),
                 dynamo=True,
                 opset_version=max(opset, 18),
-                input_names=["input"],
+                input_names=in_names,
                 output_names=out_names,
                 dynamic_shapes=shapes,
                 verbose=False,
@@ -132,7 +136,7 @@ def export_onnx(
         else:
             raise EdgeganError(f"unknown exporter {exporter!r}; choose torchscript or dynamo")
     diff = onnx_parity(model, target, example) if check else None
-    return ExportResult(str(target), list(example.shape), out_names, opset, exporter, diff)
+    return ExportResult(str(target), list(inputs[0].shape), out_names, opset, exporter, diff)
 
 
 @contextlib.contextmanager

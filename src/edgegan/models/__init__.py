@@ -8,6 +8,7 @@ from edgegan.models.discriminators import (
 )
 from edgegan.models.mobile_resnet import MobileResnetGenerator, MobileResnetGeneratorConfig
 from edgegan.models.resnet import ResnetGenerator, ResnetGeneratorConfig
+from edgegan.models.singan import SinGANDiscriminator, SinGANGenerator, SinGANScaleConfig
 from edgegan.models.unet import UnetGenerator, UnetGeneratorConfig
 
 __all__ = [
@@ -19,6 +20,9 @@ __all__ = [
     "PatchDiscriminatorConfig",
     "ResnetGenerator",
     "ResnetGeneratorConfig",
+    "SinGANDiscriminator",
+    "SinGANGenerator",
+    "SinGANScaleConfig",
     "UnetGenerator",
     "UnetGeneratorConfig",
 ]

@@ -30,7 +30,13 @@ __all__ = [
 ]
 
 
-def example_input(model: nn.Module, size: int | tuple[int, int], batch: int = 1) -> torch.Tensor:
+def _to(x: torch.Tensor | tuple[torch.Tensor, ...], device: str) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    return tuple(t.to(device) for t in x) if isinstance(x, tuple) else x.to(device)
+
+
+def example_input(
+    model: nn.Module, size: int | tuple[int, int], batch: int = 1
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
     maker = getattr(model, "example_input", None)
     if callable(maker):
         return maker(size, batch)
@@ -64,13 +70,14 @@ def profile_model(
         report: CostReport = profile_macs(model, x)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise EdgeganError(f"input {tuple(x.shape)} does not fit {getattr(model, 'arch', 'model')}: {first}") from None
+        shape = tuple((x[0] if isinstance(x, tuple) else x).shape)
+        raise EdgeganError(f"input {shape} does not fit {getattr(model, 'arch', 'model')}: {first}") from None
     out: dict[str, Any] = {"arch": getattr(model, "arch", type(model).__name__), **report.to_dict(layers=layers)}
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "to_dict"):
         out["config"] = config.to_dict()
     if latency:
-        dev_model, dev_x = model.to(device), x.to(device)
+        dev_model, dev_x = model.to(device), _to(x, device)
         timings = {"torch": torch_latency(dev_model, dev_x, warmup=warmup, repeats=repeats, threads=threads)}
         model.cpu()
         if onnx:
@@ -84,6 +91,6 @@ def profile_model(
         out["latency"] = {k: t.to_dict() for k, t in timings.items()}
         out["machine"] = machine_info(device)
     if memory:
-        out["memory_mb"] = peak_memory(model.to(device), x.to(device), threads)
+        out["memory_mb"] = peak_memory(model.to(device), _to(x, device), threads)
         model.cpu()
     return out

@@ -61,16 +61,35 @@ def _summary(backend: str, times: list[float], warmup: int, threads: int) -> Tim
     return Timing(backend, statistics.median(times), min(times), max(times), len(times), warmup, threads)
 
 
+Inputs = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+def time_function(
+    fn: Callable[[], Any],
+    *,
+    backend: str,
+    warmup: int = 3,
+    repeats: int = 10,
+    cuda: bool = False,
+) -> Timing:
+    """Median milliseconds of ``fn()`` after ``warmup`` calls (any pipeline, not just one model)."""
+    sync = torch.cuda.synchronize if cuda else None
+    times = _time_calls(fn, warmup, repeats, sync)
+    return _summary(backend, times, warmup, torch.get_num_threads())
+
+
 @torch.no_grad()
 def torch_latency(
-    model: nn.Module, x: torch.Tensor, *, warmup: int = 3, repeats: int = 10, threads: int | None = None
+    model: nn.Module, x: Inputs, *, warmup: int = 3, repeats: int = 10, threads: int | None = None
 ) -> Timing:
-    """Median milliseconds of ``model(x)`` in eager mode, after ``warmup`` calls."""
+    """Median milliseconds of ``model(x)`` (``x`` a tensor or a tuple of inputs) in eager mode."""
     model = model.eval()
-    sync = torch.cuda.synchronize if x.is_cuda else None
+    inputs = x if isinstance(x, tuple) else (x,)
+    cuda = inputs[0].is_cuda
+    sync = torch.cuda.synchronize if cuda else None
     with torch_threads(threads) as n:
-        times = _time_calls(lambda: model(x), warmup, repeats, sync)
-    return _summary("torch" if not x.is_cuda else "torch-cuda", times, warmup, n)
+        times = _time_calls(lambda: model(*inputs), warmup, repeats, sync)
+    return _summary("torch-cuda" if cuda else "torch", times, warmup, n)
 
 
 def onnx_session(path: str | Path, threads: int | None = None) -> Any:
@@ -84,12 +103,27 @@ def onnx_session(path: str | Path, threads: int | None = None) -> Any:
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+def onnx_feed(sess: Any, x: Inputs | np.ndarray | tuple[np.ndarray, ...]) -> dict[str, np.ndarray]:
+    """Map one input or a tuple of inputs, in order, to the session's input names."""
+    items = x if isinstance(x, tuple) else (x,)
+    arrays = [(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t).astype(np.float32) for t in items]
+    names = [i.name for i in sess.get_inputs()]
+    if len(names) != len(arrays):
+        raise ValueError(f"ONNX model takes {len(names)} input(s) ({', '.join(names)}), got {len(arrays)}")
+    return dict(zip(names, arrays, strict=True))
+
+
 def onnx_latency(
-    path: str | Path, x: torch.Tensor | np.ndarray, *, warmup: int = 3, repeats: int = 10, threads: int | None = None
+    path: str | Path,
+    x: Inputs | np.ndarray | tuple[np.ndarray, ...],
+    *,
+    warmup: int = 3,
+    repeats: int = 10,
+    threads: int | None = None,
 ) -> Timing:
     """Median milliseconds of one ONNX Runtime (CPU) run on ``x``."""
     threads = threads or torch.get_num_threads()
     sess = onnx_session(path, threads)
-    feed = {sess.get_inputs()[0].name: (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x)}
+    feed = onnx_feed(sess, x)
     times = _time_calls(lambda: sess.run(None, feed), warmup, repeats)
     return _summary("onnxruntime", times, warmup, threads)

@@ -106,8 +106,9 @@ def count_params(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def profile_macs(model: nn.Module, x: torch.Tensor) -> CostReport:
-    """Run one forward pass of ``model`` on ``x`` and count its cost layer by layer."""
+def profile_macs(model: nn.Module, x: torch.Tensor | tuple[torch.Tensor, ...]) -> CostReport:
+    """Run one forward pass of ``model`` on ``x`` (a tensor or a tuple of inputs) and count its cost."""
+    inputs = x if isinstance(x, tuple) else (x,)
     layers: dict[str, LayerCost] = {}
     handles = []
     inside_counted: set[int] = set()
@@ -139,14 +140,14 @@ def profile_macs(model: nn.Module, x: torch.Tensor) -> CostReport:
     was_training = model.training
     model.eval()
     try:
-        model(x)
+        model(*inputs)
     finally:
         model.train(was_training)
         for h in handles:
             h.remove()
     rows = list(layers.values())
     return CostReport(
-        input_shape=tuple(x.shape),
+        input_shape=tuple(inputs[0].shape),
         params=count_params(model),
         macs=sum(r.macs for r in rows),
         macs_gc=sum(r.macs_gc for r in rows),

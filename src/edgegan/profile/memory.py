@@ -44,33 +44,39 @@ def _rss_peak_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
 
 
-def _measure_in_child(arch: str, config: dict[str, Any], shape: tuple[int, ...], threads: int) -> dict[str, float]:
+def _measure_in_child(
+    arch: str, config: dict[str, Any], shapes: list[tuple[int, ...]], threads: int
+) -> dict[str, float]:
     import edgegan
 
     torch.set_num_threads(threads)
     model = edgegan.build(arch, **config).eval()
-    x = torch.randn(*shape)
+    inputs = [torch.randn(*shape) for shape in shapes]
     # No warm-up pass: the first pass's buffers would be reused without growing the RSS.
     # Importing torch leaves a high-water mark above the current RSS, so reset it first.
     before = (_status_kib("VmRSS") or 0) * 1024 if _reset_peak() else _rss_peak_bytes()
     with torch.no_grad():
-        model(x)
+        model(*inputs)
     after = _rss_peak_bytes()
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     return {"weights_mb": weights / 2**20, "activation_peak_mb": (after - before) / 2**20}
 
 
-def peak_memory(model: torch.nn.Module, x: torch.Tensor, threads: int | None = None) -> dict[str, float]:
+def peak_memory(
+    model: torch.nn.Module, x: torch.Tensor | tuple[torch.Tensor, ...], threads: int | None = None
+) -> dict[str, float]:
     """Peak memory of ``model(x)``: weights and the growth of the peak during one pass, in MiB."""
+    inputs = x if isinstance(x, tuple) else (x,)
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    if x.is_cuda:
+    if inputs[0].is_cuda:
+        device = inputs[0].device
         torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats(x.device)
-        base = torch.cuda.memory_allocated(x.device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
         with torch.no_grad():
-            model(x)
+            model(*inputs)
         torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated(x.device)
+        peak = torch.cuda.max_memory_allocated(device)
         return {"weights_mb": weights / 2**20, "activation_peak_mb": (peak - base) / 2**20, "method": "cuda-allocator"}
     arch = getattr(model, "arch", "")
     if not arch:
@@ -78,5 +84,6 @@ def peak_memory(model: torch.nn.Module, x: torch.Tensor, threads: int | None = N
     cfg = model.config.to_dict()  # type: ignore[attr-defined]
     ctx = mp.get_context("spawn")
     with ctx.Pool(1) as pool:
-        out = pool.apply(_measure_in_child, (arch, cfg, tuple(x.shape), threads or torch.get_num_threads()))
+        shapes = [tuple(t.shape) for t in inputs]
+        out = pool.apply(_measure_in_child, (arch, cfg, shapes, threads or torch.get_num_threads()))
     return {**out, "method": "cpu-rss-growth"}

@@ -1,0 +1,72 @@
+"""SETGAN's configuration: SinGAN's defaults, every one of them configurable."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from edgegan.errors import ConfigError
+
+Mode = Literal["parallel", "serial"]
+
+
+@dataclass
+class SETGANConfig:
+    # Pyramid
+    max_size: int = 250  # longer side of the finest scale
+    min_size: int = 25  # shorter side of the coarsest scale
+    factor: float = 0.75  # nominal down-scaling factor; recomputed so the coarsest side is min_size
+    # Networks (width of scale i: min(nfc * 2**(i // 4), max_nfc))
+    nfc: int = 32
+    max_nfc: int = 128
+    num_layers: int = 5
+    kernel: int = 3
+    # Objective
+    alpha: float = 10.0  # reconstruction weight (100 for super-resolution)
+    gp_weight: float = 0.1
+    noise_amp_init: float = 0.1
+    # Optimisation
+    iters: int = 2000
+    lr: float = 5e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_drop_at: float = 0.8  # lr x 0.1 after this fraction of the iterations (1600 of 2000)
+    d_steps: int = 3
+    g_steps: int = 3
+    # Training procedure
+    mode: Mode = "parallel"
+    warm_start: bool = True  # serial: start scale i from scale i-1 when the width is unchanged
+    seed: int = 0
+    ckpt_every: int = 250  # intra-scale checkpoints, so an interrupted scale resumes mid-way
+    # Quality estimator
+    quality_draws: int = 4  # noise draws averaged by the SSIM estimator
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("parallel", "serial"):
+            raise ConfigError(f"mode must be parallel or serial, got {self.mode!r}")
+        if self.min_size < 8:
+            raise ConfigError(f"min_size must be at least 8 px, got {self.min_size}")
+        if self.max_size < self.min_size:
+            raise ConfigError(f"max_size ({self.max_size}) must be >= min_size ({self.min_size})")
+        if not 0.0 < self.factor < 1.0:
+            raise ConfigError(f"factor must be in (0, 1), got {self.factor}")
+        for name in ("iters", "nfc", "max_nfc", "d_steps", "g_steps", "ckpt_every", "quality_draws"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or not 0.0 < self.lr_drop_at <= 1.0:
+            raise ConfigError("lr must be positive and lr_drop_at in (0, 1]")
+
+    def channels(self, scale: int) -> int:
+        return min(self.nfc * 2 ** (scale // 4), self.max_nfc)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SETGANConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown SETGAN option(s): {', '.join(unknown)}")
+        return cls(**data)

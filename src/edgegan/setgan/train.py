@@ -1,0 +1,419 @@
+"""SETGAN training.
+
+``train_scale`` is one scale's WGAN-GP loop (D steps, then G steps, inline). Around it:
+
+* ``serial`` (SinGAN): coarse to fine; scale i learns to refine what the trained scales
+  0..i-1 generate, and may start from scale i-1's weights.
+* ``parallel`` (SETGAN): scale i refines the up-sampled *real* image of scale i-1, so the
+  scales are independent and a pool of worker processes trains them at once.
+
+Both resume: finished scales are skipped, an interrupted scale continues from its last
+intra-scale checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from edgegan.data.images import load_image
+from edgegan.errors import CheckpointError, ConfigError, EdgeganError
+from edgegan.losses import GANLoss, gradient_penalty
+from edgegan.models.singan import SinGANDiscriminator, SinGANGenerator
+from edgegan.registry import load as load_model
+from edgegan.runs import RunDir, check_finite, load_checkpoint, save_checkpoint
+from edgegan.setgan.config import SETGANConfig
+from edgegan.setgan.pyramid import SETGANPyramid, compute_pyramid, real_pyramid, resize
+from edgegan.setgan.run import SETGANRun
+from edgegan.setgan.schedule import rank_share, scale_costs, schedule
+
+Progress = Callable[[int, int, int], None]  # (scale, iteration done, iterations)
+
+
+@dataclass
+class ScaleInputs:
+    """What one scale trains on."""
+
+    real: torch.Tensor  # [1, 3, h, w] in [-1, 1]
+    draw_prev: Callable[[], torch.Tensor]  # the coarser image this scale refines (fresh per D step)
+    rec_prev: torch.Tensor  # the coarser image of the reconstruction path
+    noise_amp: float
+
+
+def _noise(scale: int, size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    # Scale 0 draws one channel repeated over the colours (SinGAN), finer scales three.
+    if scale == 0:
+        return torch.randn(1, 1, *size, device=device).expand(1, 3, *size)
+    return torch.randn(1, 3, *size, device=device)
+
+
+def train_scale(
+    i: int,
+    cfg: SETGANConfig,
+    data: ScaleInputs,
+    z_rec: torch.Tensor,
+    work_dir: Path,
+    device: str = "cpu",
+    init_from: tuple[SinGANGenerator, SinGANDiscriminator] | None = None,
+    progress: Progress | None = None,
+) -> tuple[SinGANGenerator, SinGANDiscriminator, float]:
+    """Train scale ``i`` and return (G, D, seconds of this call). Resumes from ``work_dir``."""
+    started = time.perf_counter()
+    # Seeded by scale index, so a scale trains the same whatever order or process runs it.
+    torch.manual_seed(cfg.seed * 1009 + i)
+    dev = torch.device(device)
+    g = SinGANGenerator(channels=cfg.channels(i), num_layers=cfg.num_layers, kernel=cfg.kernel).to(dev)
+    d = SinGANDiscriminator(channels=cfg.channels(i), num_layers=cfg.num_layers, kernel=cfg.kernel).to(dev)
+    if init_from is not None:
+        g.load_state_dict(init_from[0].state_dict())
+        d.load_state_dict(init_from[1].state_dict())
+    betas = (cfg.beta1, cfg.beta2)
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=betas)
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=betas)
+    drop = [max(1, round(cfg.lr_drop_at * cfg.iters))]
+    sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, milestones=drop, gamma=0.1)
+    sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, milestones=drop, gamma=0.1)
+    objs = {
+        "modules": {"G": g, "D": d},
+        "optimizers": {"G": opt_g, "D": opt_d},
+        "schedulers": {"G": sched_g, "D": sched_d},
+    }
+    log = RunDir(work_dir, {"scale": i, "config": cfg.to_dict()}, resume=True, allow_config_change=True)
+    ckpt = load_checkpoint(log, **objs, map_location=dev)
+    start = ckpt.step if ckpt else 0
+
+    gan = GANLoss("wgangp")
+    real = data.real.to(dev)
+    size = tuple(real.shape[-2:])
+    rec_prev = data.rec_prev.to(dev)
+    # Reconstruction: scale 0 maps the fixed noise to the image, finer scales refine with zero noise.
+    rec_noise = z_rec.to(dev).expand(1, 3, *size) if i == 0 else torch.zeros_like(real)
+    loss_d = loss_adv = loss_rec = torch.zeros(())
+    for it in range(start, cfg.iters):
+        # D steps: critic on real patches vs. fresh fakes, with the gradient penalty.
+        for _ in range(cfg.d_steps):
+            prev = data.draw_prev().to(dev)
+            noise = data.noise_amp * _noise(i, size, dev)
+            fake = g(prev, noise)
+            loss_d = gan(d(real), True) + gan(d(fake.detach()), False) + gradient_penalty(d, real, fake, cfg.gp_weight)
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+        # G steps: fool the critic and reconstruct the real image from the fixed noise.
+        for _ in range(cfg.g_steps):
+            fake = g(prev, noise)  # recomputed with the current weights at every step
+            loss_adv = gan(d(fake), True, for_discriminator=False)
+            loss_rec = cfg.alpha * F.mse_loss(g(rec_prev, rec_noise), real)
+            opt_g.zero_grad(set_to_none=True)
+            (loss_adv + loss_rec).backward()
+            opt_g.step()
+        sched_d.step()
+        sched_g.step()
+        step = it + 1
+        check_finite(step, checkpoint=log, loss_D=loss_d, loss_G=loss_adv, loss_rec=loss_rec)
+        if step % 50 == 0 or step == cfg.iters:
+            log.log(step, loss_D=loss_d, loss_G=loss_adv, loss_rec=loss_rec)
+        if step % cfg.ckpt_every == 0 and step < cfg.iters:
+            save_checkpoint(log, step, **objs, keep=1)
+        if progress is not None:
+            progress(i, step, cfg.iters)
+    return g.eval(), d.eval(), time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------------------- setup
+
+
+def prepare_run(
+    image: str | Path | torch.Tensor,
+    out: str | Path,
+    cfg: SETGANConfig,
+    *,
+    resume: bool = False,
+    max_pixels: int | None = None,
+) -> SETGANRun:
+    """Create (or reopen with ``resume``) a run folder holding the real pyramid."""
+    run = SETGANRun(out)
+    if run.exists():
+        if not resume:
+            raise CheckpointError(f"{run.path} already holds a SETGAN run; pass --resume to continue it")
+        saved = run.config()
+        if saved.to_dict() != cfg.to_dict():
+            diff = [k for k, v in cfg.to_dict().items() if saved.to_dict().get(k) != v]
+            if set(diff) - {"mode", "ckpt_every", "quality_draws"}:
+                raise CheckpointError(f"cannot resume {run.path} with different settings: {', '.join(diff)}")
+        return run
+    if isinstance(image, torch.Tensor):
+        img = image if image.dim() == 4 else image[None]
+        desc: dict[str, Any] = {"source": "tensor"}
+    else:
+        kw = {"max_pixels": max_pixels} if max_pixels else {}
+        img = load_image(image, **kw)[None]
+        desc = {"source": str(image)}
+    h, w = img.shape[-2:]
+    spec = compute_pyramid(h, w, cfg.max_size, cfg.min_size, cfg.factor)
+    reals = real_pyramid(img.float(), spec)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    z_rec = torch.randn(1, 1, *spec.sizes[0], generator=gen)
+    run.path.mkdir(parents=True, exist_ok=True)
+    RunDir(run.path, {"setgan": cfg.to_dict(), "image": desc}, resume=True, allow_config_change=True)
+    run.save_reals(reals, z_rec)
+    run.write_info(spec, cfg, {**desc, "width": int(w), "height": int(h)})
+    return run
+
+
+def _parallel_inputs(run: SETGANRun, i: int, cfg: SETGANConfig) -> ScaleInputs:
+    reals, _ = run.load_reals()
+    real = reals[i]
+    if i == 0:
+        prev = torch.zeros_like(real)
+        return ScaleInputs(real, lambda: prev, prev, 1.0)
+    prev = resize(reals[i - 1], tuple(real.shape[-2:]))
+    amp = cfg.noise_amp_init * math.sqrt(F.mse_loss(real, prev).item())
+    return ScaleInputs(real, lambda: prev, prev, amp)
+
+
+def _serial_inputs(run: SETGANRun, i: int, cfg: SETGANConfig, coarser: SETGANPyramid | None) -> ScaleInputs:
+    reals, _ = run.load_reals()
+    real = reals[i]
+    size = tuple(real.shape[-2:])
+    if i == 0 or coarser is None:
+        prev = torch.zeros_like(real)
+        return ScaleInputs(real, lambda: prev, prev, 1.0)
+    sizes = coarser.sizes
+
+    def draw_prev() -> torch.Tensor:
+        # SinGAN's draw_concat('rand'): a fresh sample through the trained coarser scales.
+        noises = coarser.noises(1, sizes, i - 1)
+        return resize(coarser.run(noises, sizes)[-1], size).cpu()
+
+    rec_prev = resize(coarser.reconstruct(i - 1), size).cpu()
+    amp = cfg.noise_amp_init * math.sqrt(F.mse_loss(real, rec_prev).item())
+    return ScaleInputs(real, draw_prev, rec_prev, amp)
+
+
+def _finish(
+    run: SETGANRun,
+    i: int,
+    g: SinGANGenerator,
+    d: SinGANDiscriminator,
+    amp: float,
+    seconds: float,
+    mode: str,
+    threads: int,
+    device: str,
+) -> None:
+    d.cpu().save(run.discriminator_dir(i))  # kept for the next scale's warm start
+    run.finish_scale(
+        i,
+        g,
+        {
+            "noise_amp": amp,
+            "train_seconds": seconds,
+            "mode": mode,
+            "threads": threads,
+            "device": device,
+            "channels": g.config.channels,
+        },
+    )  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------------- serial
+
+
+def train_serial(
+    run: SETGANRun,
+    cfg: SETGANConfig,
+    *,
+    device: str = "cpu",
+    progress: Progress | None = None,
+    stop_when: Callable[[int], bool] | None = None,
+) -> list[int]:
+    """Coarse to fine in this process; returns the scales trained now. ``stop_when(i)`` may end
+    training early (e.g. once the quality threshold is met after scale i)."""
+    spec = run.spec()
+    trained = []
+    for i in range(spec.n_scales):
+        if run.is_done(i):
+            if stop_when is not None and stop_when(i):
+                break
+            continue
+        coarser = run.load_pyramid(i - 1, device) if i > 0 else None
+        data = _serial_inputs(run, i, cfg, coarser)
+        init = None
+        if cfg.warm_start and i > 0 and cfg.channels(i) == cfg.channels(i - 1):
+            init = (run.load_generator(i - 1), load_model(run.discriminator_dir(i - 1)))
+        _, z_rec = run.load_reals()
+        g, d, seconds = train_scale(i, cfg, data, z_rec, run.work_dir(i), device, init, progress)  # type: ignore[arg-type]
+        _finish(run, i, g, d, data.noise_amp, seconds, "serial", torch.get_num_threads(), device)
+        trained.append(i)
+        if stop_when is not None and stop_when(i):
+            break
+    return trained
+
+
+# ---------------------------------------------------------------------------------- parallel
+
+_QUEUE: Any = None
+
+
+def _worker_init(threads: int, progress_queue: Any) -> None:
+    global _QUEUE
+    torch.set_num_threads(threads)
+    _QUEUE = progress_queue
+
+
+def _report(i: int, step: int, total: int) -> None:
+    if _QUEUE is not None and (step % 10 == 0 or step == total):
+        _QUEUE.put((i, step, total))
+
+
+def _parallel_job(path: str, i: int, device: str) -> tuple[int, float]:
+    run = SETGANRun(path)
+    cfg = run.config()
+    data = _parallel_inputs(run, i, cfg)
+    _, z_rec = run.load_reals()
+    g, d, seconds = train_scale(i, cfg, data, z_rec, run.work_dir(i), device, None, _report)
+    _finish(run, i, g, d, data.noise_amp, seconds, "parallel", torch.get_num_threads(), device)
+    return i, seconds
+
+
+def parallel_plan(run: SETGANRun, cfg: SETGANConfig, workers: int) -> list[int]:
+    spec = run.spec()
+    costs = scale_costs(spec.sizes, [cfg.channels(i) for i in range(spec.n_scales)])
+    order = [i for i in schedule(costs, workers) if not run.is_done(i)]
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:  # under torchrun each rank takes a balanced share; the run folder is shared
+        order = rank_share(order, costs, world, int(os.environ.get("RANK", "0")))
+    return order
+
+
+def train_parallel(
+    run: SETGANRun,
+    cfg: SETGANConfig,
+    *,
+    workers: int = 2,
+    threads: int | None = None,
+    devices: list[str] | None = None,
+    progress: Progress | None = None,
+) -> list[int]:
+    """Train every unfinished scale with a pool of ``workers`` processes (threads split between
+    them); ``devices`` are assigned to jobs round-robin (several processes may share a GPU)."""
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    order = parallel_plan(run, cfg, workers)
+    if not order:
+        return []
+    devices = devices or ["cpu"]
+    threads = threads or max(1, torch.get_num_threads() // workers)
+    ctx = mp.get_context("spawn")
+    progress_queue = ctx.Queue()
+    trained: list[int] = []
+    with ctx.Pool(min(workers, len(order)), initializer=_worker_init, initargs=(threads, progress_queue)) as pool:
+        pending = [
+            pool.apply_async(_parallel_job, (str(run.path), i, devices[k % len(devices)])) for k, i in enumerate(order)
+        ]
+        while pending:
+            try:
+                while True:
+                    i, step, total = progress_queue.get(timeout=0.2)
+                    if progress is not None:
+                        progress(i, step, total)
+            except queue_mod.Empty:
+                pass
+            still = []
+            for job in pending:
+                if job.ready():
+                    try:
+                        i, _ = job.get()
+                    except EdgeganError:
+                        pool.terminate()
+                        raise
+                    trained.append(i)
+                    if progress is not None:
+                        progress(i, cfg.iters, cfg.iters)
+                else:
+                    still.append(job)
+            pending = still
+    return trained
+
+
+def wait_for_scales(run: SETGANRun, timeout_s: float = 86400.0, poll_s: float = 5.0) -> None:
+    """Block until every scale is finished (rank 0 waiting for other torchrun ranks)."""
+    deadline = time.monotonic() + timeout_s
+    n = run.spec().n_scales
+    while len(run.done_scales()) < n:
+        if time.monotonic() > deadline:
+            missing = sorted(set(range(n)) - set(run.done_scales()))
+            raise EdgeganError(f"timed out waiting for scales {missing} of {run.path}")
+        time.sleep(poll_s)
+
+
+# ---------------------------------------------------------------------------------- entry point
+
+
+def fit(
+    image: str | Path | torch.Tensor,
+    out: str | Path,
+    cfg: SETGANConfig,
+    *,
+    workers: int | None = None,
+    threads: int | None = None,
+    devices: list[str] | None = None,
+    resume: bool = False,
+    quality: float | None = None,
+    stop_early: bool = False,
+    progress: Progress | None = None,
+    max_pixels: int | None = None,
+) -> SETGANRun:
+    """Train a SETGAN pyramid on ``image`` into run folder ``out`` (the whole training step).
+
+    ``parallel`` uses ``workers`` processes (default: one per core); under ``torchrun`` each
+    rank trains its share and rank 0 waits for the others. ``serial`` with ``stop_early`` and
+    a ``quality`` threshold stops once the scales trained so far reach it.
+    """
+    run = prepare_run(image, out, cfg, resume=resume, max_pixels=max_pixels)
+    started = time.perf_counter()
+    device = (devices or ["cpu"])[0]
+    if cfg.mode == "parallel":
+        workers = workers or max(1, min(os.cpu_count() or 1, run.spec().n_scales))
+        trained = train_parallel(run, cfg, workers=workers, threads=threads, devices=devices, progress=progress)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            if int(os.environ.get("RANK", "0")) != 0:
+                return run
+            wait_for_scales(run)
+    else:
+        if threads:
+            torch.set_num_threads(threads)
+        stop_when = None
+        if stop_early and quality is not None:
+            from edgegan.setgan.estimate import estimate_quality
+
+            reals, _ = run.load_reals()
+
+            def stop_when(i: int) -> bool:
+                pyr = run.load_pyramid(i, device)
+                return estimate_quality(pyr, reals[-1], draws=cfg.quality_draws, ks=[i])[0].ssim >= quality
+
+        trained = train_serial(run, cfg, device=device, progress=progress, stop_when=stop_when)
+        workers = 1
+    run.record_training(
+        {
+            "mode": cfg.mode,
+            "wall_seconds": time.perf_counter() - started,
+            "scales_trained": trained,
+            "workers": workers,
+            "threads": threads or torch.get_num_threads(),
+            "devices": devices or ["cpu"],
+        }
+    )
+    return run

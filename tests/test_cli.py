@@ -104,7 +104,7 @@ def test_export_with_static_int8_on_images(capsys, tmp_path):
 
 
 def test_demo_runs_on_small_size(capsys, tmp_path):
-    code, out, _ = run(capsys, "demo", "--out", str(tmp_path / "demo"), "--size", "32", "--repeats", "1")
+    code, out, _ = run(capsys, "demo", "compression", "--out", str(tmp_path / "demo"), "--size", "32", "--repeats", "1")
     assert code == 0
     summary = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert summary["compression"]["macs_gc"] == pytest.approx(56.83 / 2.546, rel=1e-2)

@@ -310,3 +310,23 @@ def test_config_validation():
         SETGANConfig(max_size=10, min_size=20)
     assert SETGANConfig().channels(0) == 32 and SETGANConfig().channels(4) == 64 and SETGANConfig().channels(12) == 128
     assert train_mod  # the module imports cleanly for spawn workers
+
+
+def test_torchrun_ranks_split_the_plan(tmp_path, monkeypatch):
+    from edgegan.setgan.train import parallel_plan
+
+    cfg = SETGANConfig(mode="parallel", **TINY)
+    run = prepare_run(_image(), tmp_path / "run", cfg)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    shares = []
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        shares.append(parallel_plan(run, cfg, workers=1))
+    assert sorted(shares[0] + shares[1]) == [0, 1, 2] and not set(shares[0]) & set(shares[1])
+
+
+def test_serial_stop_early_once_threshold_met(tmp_path):
+    cfg = SETGANConfig(mode="serial", **TINY)
+    run = fit(_image(), tmp_path / "run", cfg, quality=-1.0, stop_early=True)  # any SSIM meets -1
+    assert run.done_scales() == [0]
+    assert run.training_sessions()[0]["scales_trained"] == [0]

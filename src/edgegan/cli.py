@@ -266,14 +266,24 @@ def export_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for the ONNX files and demo.json."),
-    size: int = typer.Option(256, min=16, help="Input size."),
-    repeats: int = typer.Option(5, min=1, help="Timed runs per backend."),
+    which: str = typer.Argument("setgan", help="setgan (default) or compression."),
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Output folder."),
+    iters: int | None = typer.Option(None, min=1, help="setgan: iterations per scale (default 300)."),
+    workers: int | None = typer.Option(None, min=1, help="setgan: worker processes."),
+    size: int = typer.Option(256, min=16, help="compression: input size."),
+    repeats: int = typer.Option(5, min=1, help="compression: timed runs per backend."),
 ) -> None:
-    """Profile the pix2pix/CycleGAN teacher and a GAN Compression student, export both, print the table."""
-    from edgegan.demo import run_demo
+    """setgan: train SETGAN on a bundled image and report; compression: teacher vs student costs."""
+    if which == "setgan":
+        from edgegan.setgan.demo import run_setgan_demo
 
-    run_demo(out, size=size, repeats=repeats, console=console)
+        run_setgan_demo(out, iters=iters, workers=workers, console=console)
+    elif which == "compression":
+        from edgegan.demo import run_demo
+
+        run_demo(out, size=size, repeats=repeats, console=console)
+    else:
+        raise ConfigError(f"demo must be setgan or compression, got {which!r}")
 
 
 @app.command("eval")
@@ -395,13 +405,72 @@ def _read_series(path: Path) -> list[dict[str, Any]]:
     return data
 
 
-def _add_setgan() -> None:
+@app.command("serve")
+def serve_cmd(
+    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port."),
+    token: list[str] = typer.Option([], help="Bearer token(s) clients must send (or EDGEGAN_TOKEN)."),
+    data: Path = typer.Option(Path("serve-data"), help="Folder for job state and files."),
+    workers: int = typer.Option(1, min=1, help="Jobs trained at once (others wait in the queue)."),
+    threads_per_job: int = typer.Option(2, min=1, help="CPU threads per job."),
+    job_workers: int = typer.Option(2, min=1, help="Processes per parallel-mode job."),
+    max_upload_mb: float = typer.Option(20.0, min=0.01, help="Largest upload in MiB."),
+    max_pixels: int = typer.Option(4_000_000, min=1, help="Largest upload in pixels."),
+    max_iters: int = typer.Option(2000, min=1, help="Largest iterations per scale a client may ask for."),
+    max_running: int = typer.Option(2, min=1, help="Running jobs per token."),
+    max_queued: int = typer.Option(8, min=1, help="Queued jobs per token."),
+    insecure_local: bool = typer.Option(False, "--insecure-local", help="No token; binds to loopback only."),
+) -> None:
+    """Run the SETGAN training service (needs the `server` extra: fastapi, uvicorn)."""
+    import ipaddress
+
+    try:
+        import uvicorn
+
+        from edgegan.serve.app import ServerConfig, create_app
+    except ImportError as exc:
+        raise EdgeganError(f"the server needs the 'server' extra (pip install 'edgegan[server]'): {exc}") from None
+    tokens = [t for t in token if t] or [t for t in os.environ.get("EDGEGAN_TOKEN", "").split(",") if t]
+    if not tokens:
+        if not insecure_local:
+            raise ConfigError(
+                "refusing to start without a token: pass --token or set EDGEGAN_TOKEN "
+                "(or --insecure-local to bind to loopback with no token)"
+            )
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ConfigError(f"--insecure-local only binds to loopback, not {host}")
+    if any(len(t) < 16 for t in tokens):
+        raise ConfigError("tokens must be at least 16 characters")
+    cfg = ServerConfig(
+        data_dir=data,
+        tokens=tokens,
+        workers=workers,
+        threads_per_job=threads_per_job,
+        job_workers=job_workers,
+        max_upload_bytes=int(max_upload_mb * 2**20),
+        max_pixels=max_pixels,
+        max_iters=max_iters,
+        max_running_per_token=max_running,
+        max_queued_per_token=max_queued,
+        insecure_local=insecure_local,
+    )
+    console.print(f"edgegan service on http://{host}:{port} (docs: /docs), data in {data}, {workers} job worker(s)")
+    uvicorn.run(create_app(cfg), host=host, port=port, log_level="warning")
+
+
+def _add_subcommands() -> None:
+    from edgegan.serve.client_cli import app as client_app
     from edgegan.setgan.cli import app as setgan_app
 
     app.add_typer(setgan_app, name="setgan")
+    app.add_typer(client_app, name="client", help="Talk to an edgegan service: train remotely, render locally.")
 
 
-_add_setgan()
+_add_subcommands()
 
 weights_app = typer.Typer(help="Pretrained weights: list, check and (explicitly) fetch.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")

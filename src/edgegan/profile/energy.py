@@ -47,9 +47,10 @@ class EnergyResult:
     """Energy and time of one call, averaged over ``calls`` timed calls.
 
     ``joules_per_call`` is the counter delta over the timed loop divided by ``calls`` (real sources)
-    or ``power_w * seconds_per_call`` (estimate). ``seconds_per_call`` is the loop's wall time
-    divided by ``calls`` (a mean, to match the energy, which can only be averaged);
-    ``median_ms`` is the median of the per-call wall times, comparable with :class:`Timing`.
+    or ``power_w * seconds_per_call`` (estimate). With a real counter ``seconds_per_call`` is the
+    loop's wall time divided by ``calls`` (a mean, to match the energy, which can only be
+    averaged); with an estimate there is no counter to match, so it is the median call time,
+    which a stray interruption cannot skew. ``median_ms`` is always the median per-call time.
     """
 
     joules_per_call: float
@@ -381,6 +382,7 @@ class EnergyMeter:
         calls = len(times)
         seconds = elapsed / calls
         if e0 is None or e1 is None:
+            seconds = statistics.median(times)
             joules = self.power_w * seconds  # type: ignore[operator]  # estimate: power_w is set
         else:
             delta = e1 - e0

@@ -92,13 +92,18 @@ def torch_latency(
     return _summary("torch-cuda" if cuda else "torch", times, warmup, n)
 
 
-def onnx_session(path: str | Path, threads: int | None = None) -> Any:
+def onnx_session(path: str | Path, threads: int | None = None, spin: bool = True) -> Any:
+    """A CPU session. ``spin=False`` stops idle worker threads from busy-waiting after a run:
+    needed when several sessions run one after another (a pyramid), where spinning threads
+    of one session would steal cores from the next."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 

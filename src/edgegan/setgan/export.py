@@ -24,45 +24,88 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def export_scales(run: SETGANRun, pyr: SETGANPyramid | None = None) -> dict[str, Any]:
-    """Export every trained scale to ``RUN/onnx/scale_XX.onnx`` and write ``RUN/onnx/manifest.json``
-    (sizes, noise amplitudes, bytes and sha256 of each file: what a client needs to run them)."""
-    pyr = pyr or run.load_pyramid()
+def export_scale(run: SETGANRun, i: int, generator: Any = None) -> dict[str, Any]:
+    """Export finished scale ``i`` to ``RUN/onnx/scale_XX.onnx`` and record its manifest entry."""
+    g = generator if generator is not None else run.load_generator(i)
+    info = run.scale_info(i)
+    size = run.spec().sizes[i]
     out = run.path / "onnx"
     out.mkdir(parents=True, exist_ok=True)
-    scales = []
-    for i, g in enumerate(pyr.generators):
-        path = out / f"scale_{i:02d}.onnx"
-        result = export_onnx(g.cpu().eval(), path, size=pyr.sizes[i])
-        weights = run.scale_dir(i) / "model.safetensors"
-        scales.append(
-            {
-                "index": i,
-                "file": path.name,
-                "bytes": path.stat().st_size,
-                "sha256": _sha256(path),
-                "weights_file": str(weights.relative_to(run.path)),
-                "weights_sha256": _sha256(weights),
-                "size": [pyr.sizes[i][1], pyr.sizes[i][0]],  # [w, h] as the report shows sizes
-                "channels": g.config.channels,  # type: ignore[attr-defined]
-                "noise_amp": pyr.noise_amps[i],
-                "noise_channels": 1 if i == 0 else 3,
-                "max_abs_diff": result.max_abs_diff,
-            }
-        )
+    path = out / f"scale_{i:02d}.onnx"
+    result = export_onnx(g.cpu().eval(), path, size=size)
+    weights = run.scale_dir(i) / "model.safetensors"
+    entry = {
+        "index": i,
+        "file": path.name,
+        "bytes": path.stat().st_size,
+        "sha256": _sha256(path),
+        "weights_file": str(weights.relative_to(run.path)),
+        "weights_sha256": _sha256(weights),
+        "size": [size[1], size[0]],  # [w, h] as the report shows sizes
+        "channels": g.config.channels,
+        "noise_amp": info["noise_amp"],
+        "noise_channels": 1 if i == 0 else 3,
+        "max_abs_diff": result.max_abs_diff,
+    }
+    atomic_write_json(out / f"scale_{i:02d}.json", entry)
+    return entry
+
+
+def write_manifest(run: SETGANRun, limit: int | None = None) -> dict[str, Any]:
+    """(Re)write ``RUN/onnx/manifest.json`` from the scales exported so far.
+
+    ``available`` counts the scales 0..k-1 that can run now (a contiguous prefix: a client
+    cannot use scale 5 before scales 0..4 exist); ``limit`` publishes at most that many.
+    """
+    out = run.path / "onnx"
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for f in sorted(out.glob("scale_*.json")):
+        entry = json.loads(f.read_text())
+        if (out / entry["file"]).is_file():
+            entries.append(entry)
+    entries.sort(key=lambda e: e["index"])
+    available = 0
+    while available < len(entries) and entries[available]["index"] == available:
+        available += 1
+    if limit is not None:
+        available = min(available, limit)
+    entries = entries[:available]
     spec = run.spec()
+    _, z_rec = run.load_reals()
     manifest = {
         "format": "edgegan.setgan.manifest/1",
         "n_scales": spec.n_scales,
-        "available": len(scales),
+        "available": available,
         "factor": spec.factor,
         "sizes": [[w, h] for h, w in spec.sizes],
         "inputs": ["prev", "noise"],
-        "z_rec_shape": list(pyr.z_rec.shape) if pyr.z_rec is not None else None,
-        "scales": scales,
+        "z_rec_shape": list(z_rec.shape),
+        "scales": entries,
     }
     atomic_write_json(out / MANIFEST, manifest)
     return manifest
+
+
+def is_exported(run: SETGANRun, i: int) -> bool:
+    """Scale ``i`` has an ONNX file made from its current weights (so it need not be redone:
+    a client may already hold it, and re-exporting could change its bytes)."""
+    entry_path = run.path / "onnx" / f"scale_{i:02d}.json"
+    if not entry_path.is_file():
+        return False
+    entry = json.loads(entry_path.read_text())
+    onnx_file = run.path / "onnx" / entry["file"]
+    weights = run.scale_dir(i) / "model.safetensors"
+    return onnx_file.is_file() and weights.is_file() and entry["weights_sha256"] == _sha256(weights)
+
+
+def export_scales(run: SETGANRun, pyr: SETGANPyramid | None = None, limit: int | None = None) -> dict[str, Any]:
+    """Export every trained scale not exported yet and write the manifest (what a client downloads)."""
+    pyr = pyr or run.load_pyramid()
+    for i, g in enumerate(pyr.generators):
+        if not is_exported(run, i):
+            export_scale(run, i, g)
+    return write_manifest(run, limit)
 
 
 class OnnxGenerator:
@@ -70,7 +113,7 @@ class OnnxGenerator:
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
         self.path = path
-        self.session = onnx_session(path, threads)
+        self.session = onnx_session(path, threads, spin=False)
 
     def __call__(self, prev: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         feed = {"prev": prev.cpu().numpy().astype(np.float32), "noise": noise.cpu().numpy().astype(np.float32)}
@@ -96,7 +139,7 @@ def onnx_pyramid(
     """
     folder = Path(folder)
     manifest = read_manifest(folder)
-    entries = sorted(manifest["scales"], key=lambda e: e["index"])
+    entries = sorted(manifest["scales"], key=lambda e: e["index"])[: manifest["available"]]
     if k is not None:
         if not 0 <= k < len(entries):
             raise EdgeganError(f"{folder}: scales 0..{k} requested, {len(entries)} exported")

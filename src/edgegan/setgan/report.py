@@ -48,18 +48,20 @@ def finalize(
     real = reals[-1]
     sifid_model, sifid_reason = _sifid_model(weights, device)
     qualities = estimate_quality(pyr, real, draws=cfg.quality_draws, seed=cfg.seed, sifid_model=sifid_model)
+    random_q = estimate_quality(pyr, real, draws=cfg.quality_draws, seed=cfg.seed, anchored=False)
     meter = EnergyMeter.detect(device)
     costs = pyramid_costs(run, pyr, device=device, repeats=repeats, meter=meter)
     chosen = choose_scales([q.ssim for q in qualities], quality) if quality is not None else None
     sessions = run.training_sessions()
     scales = []
-    for q, c in zip(qualities, costs, strict=True):
+    for q, rq, c in zip(qualities, random_q, costs, strict=True):
         info = run.scale_info(q.index)
         scales.append(
             {
                 **c,
                 "ssim": q.ssim,
                 "ssim_std": q.ssim_std,
+                "ssim_random": rq.ssim,  # all scales random: reported, not used for the early exit
                 "sifid": q.sifid,
                 "noise_amp": info["noise_amp"],
                 "train_seconds": info["train_seconds"],
@@ -73,6 +75,8 @@ def finalize(
         "trained_scales": pyr.n_scales,
         "ratio": run.spec().ratio,
         "quality_threshold": quality,
+        "ssim_estimator": "samples through scales 0..k with scale 0 on its reconstruction noise, "
+        f"fresh noise above, up-sampled to full size, mean SSIM over {cfg.quality_draws} draws",
         "chosen_scales": (chosen + 1) if chosen is not None else None,
         "chosen_index": chosen,
         "threshold_met": chosen is not None if quality is not None else None,
@@ -94,9 +98,9 @@ def _write_pages(run: SETGANRun, report: dict[str, Any], pyr: Any, real: torch.T
     rows, labels = [], []
     for k in range(pyr.n_scales):
         gen = torch.Generator().manual_seed(100 + k)
-        samples = resize(pyr.sample(per_scale, k, generator=gen), size).clamp(-1, 1).cpu()
+        samples = resize(pyr.sample(per_scale, k, generator=gen), size).clamp(-1, 1).cpu()  # fully random
         rows.append([real[0], *samples])
-        labels.append(f"0..{k}")
+        labels.append(f"{k + 1} scales")
     series = [
         {"name": f"{s['scales']}", "scales": s["scales"], "edp_norm": s["edp_norm"], "ssim": s["ssim"]}
         for s in report["scales"]

@@ -38,6 +38,7 @@ from edgegan.setgan.run import SETGANRun
 from edgegan.setgan.schedule import rank_share, scale_costs, schedule
 
 Progress = Callable[[int, int, int], None]  # (scale, iteration done, iterations)
+ScaleDone = Callable[[int], None]  # called in the training process as each scale is saved
 
 
 @dataclass
@@ -237,6 +238,7 @@ def train_serial(
     device: str = "cpu",
     progress: Progress | None = None,
     stop_when: Callable[[int], bool] | None = None,
+    on_scale_done: ScaleDone | None = None,
 ) -> list[int]:
     """Coarse to fine in this process; returns the scales trained now. ``stop_when(i)`` may end
     training early (e.g. once the quality threshold is met after scale i)."""
@@ -256,6 +258,8 @@ def train_serial(
         g, d, seconds = train_scale(i, cfg, data, z_rec, run.work_dir(i), device, init, progress)  # type: ignore[arg-type]
         _finish(run, i, g, d, data.noise_amp, seconds, "serial", torch.get_num_threads(), device)
         trained.append(i)
+        if on_scale_done is not None:
+            on_scale_done(i)
         if stop_when is not None and stop_when(i):
             break
     return trained
@@ -277,14 +281,18 @@ def _report(i: int, step: int, total: int) -> None:
         _QUEUE.put((i, step, total))
 
 
-def _parallel_job(path: str, i: int, device: str) -> tuple[int, float]:
-    run = SETGANRun(path)
+def _train_independent_scale(run: SETGANRun, i: int, device: str, progress: Progress | None) -> float:
+    """Train scale ``i`` from the real pyramid alone (parallel mode) and save it."""
     cfg = run.config()
     data = _parallel_inputs(run, i, cfg)
     _, z_rec = run.load_reals()
-    g, d, seconds = train_scale(i, cfg, data, z_rec, run.work_dir(i), device, None, _report)
+    g, d, seconds = train_scale(i, cfg, data, z_rec, run.work_dir(i), device, None, progress)
     _finish(run, i, g, d, data.noise_amp, seconds, "parallel", torch.get_num_threads(), device)
-    return i, seconds
+    return seconds
+
+
+def _parallel_job(path: str, i: int, device: str) -> tuple[int, float]:
+    return i, _train_independent_scale(SETGANRun(path), i, device, _report)
 
 
 def parallel_plan(run: SETGANRun, cfg: SETGANConfig, workers: int) -> list[int]:
@@ -305,6 +313,7 @@ def train_parallel(
     threads: int | None = None,
     devices: list[str] | None = None,
     progress: Progress | None = None,
+    on_scale_done: ScaleDone | None = None,
 ) -> list[int]:
     """Train every unfinished scale with a pool of ``workers`` processes (threads split between
     them); ``devices`` are assigned to jobs round-robin (several processes may share a GPU)."""
@@ -315,6 +324,20 @@ def train_parallel(
         return []
     devices = devices or ["cpu"]
     threads = threads or max(1, torch.get_num_threads() // workers)
+    if workers == 1:
+        # Same independent scales, same order; no pool to spawn for a single worker.
+        done = []
+        old_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            for k, i in enumerate(order):
+                _train_independent_scale(run, i, devices[k % len(devices)], progress)
+                done.append(i)
+                if on_scale_done is not None:
+                    on_scale_done(i)
+        finally:
+            torch.set_num_threads(old_threads)
+        return done
     ctx = mp.get_context("spawn")
     progress_queue = ctx.Queue()
     trained: list[int] = []
@@ -341,6 +364,8 @@ def train_parallel(
                     trained.append(i)
                     if progress is not None:
                         progress(i, cfg.iters, cfg.iters)
+                    if on_scale_done is not None:
+                        on_scale_done(i)
                 else:
                     still.append(job)
             pending = still
@@ -374,6 +399,7 @@ def fit(
     stop_early: bool = False,
     progress: Progress | None = None,
     max_pixels: int | None = None,
+    on_scale_done: ScaleDone | None = None,
 ) -> SETGANRun:
     """Train a SETGAN pyramid on ``image`` into run folder ``out`` (the whole training step).
 
@@ -386,7 +412,9 @@ def fit(
     device = (devices or ["cpu"])[0]
     if cfg.mode == "parallel":
         workers = workers or max(1, min(os.cpu_count() or 1, run.spec().n_scales))
-        trained = train_parallel(run, cfg, workers=workers, threads=threads, devices=devices, progress=progress)
+        trained = train_parallel(
+            run, cfg, workers=workers, threads=threads, devices=devices, progress=progress, on_scale_done=on_scale_done
+        )
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             if int(os.environ.get("RANK", "0")) != 0:
                 return run
@@ -404,7 +432,9 @@ def fit(
                 pyr = run.load_pyramid(i, device)
                 return estimate_quality(pyr, reals[-1], draws=cfg.quality_draws, ks=[i])[0].ssim >= quality
 
-        trained = train_serial(run, cfg, device=device, progress=progress, stop_when=stop_when)
+        trained = train_serial(
+            run, cfg, device=device, progress=progress, stop_when=stop_when, on_scale_done=on_scale_done
+        )
         workers = 1
     run.record_training(
         {

@@ -1,0 +1,1 @@
+"""Training service and on-device client for SETGAN (extra `server`)."""

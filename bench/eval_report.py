@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import tempfile
 from pathlib import Path
 
@@ -22,18 +21,12 @@ from PIL import Image
 from rich.console import Console
 
 from edgegan.data import list_images, load_image
+from edgegan.data.shared import shared_data
 from edgegan.fileio import atomic_write_json
 from edgegan.metrics.folders import EvalOptions, evaluate_folders
 from edgegan.report import write_report
 
 QUALITIES = (5, 10, 20, 40, 70, 95)
-
-
-def _default_data() -> Path | None:
-    for base in (os.environ.get("EDGEGAN_DATA"), "../shared/data"):
-        if base and (Path(base) / "facades/A/train").is_dir():
-            return Path(base) / "facades/A/train"
-    return None
 
 
 def _synthetic(folder: Path, count: int) -> None:
@@ -56,7 +49,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         real = tmp / "real"
         real.mkdir()
-        data = args.data or _default_data()
+        data = args.data or shared_data("facades/A/train")
         if data is None:
             _synthetic(real, args.count)
             source = "synthetic images"

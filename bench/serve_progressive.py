@@ -20,19 +20,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from edgegan.data.shared import shared_data
 from edgegan.fileio import atomic_write_json
 from edgegan.profile.machine import machine_info, machine_line
 from edgegan.serve.app import ServerConfig
 from edgegan.serve.live import LiveServer
 
 TOKEN = "bench-token-0123456789abcdef"
-
-
-def default_image() -> Path | None:
-    for base in (os.environ.get("EDGEGAN_DATA"), "../shared/data"):
-        if base and (Path(base) / "singan/images/balloons.png").is_file():
-            return Path(base) / "singan/images/balloons.png"
-    return None
 
 
 def follow(client, job_id: str, poll: float = 0.1) -> tuple[dict[int, float], float, dict]:
@@ -62,7 +56,7 @@ def main() -> None:
     ap.add_argument("--job-workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", type=Path, default=Path("bench/results/serve_progressive.json"))
     args = ap.parse_args()
-    image = args.image or default_image()
+    image = args.image or shared_data("singan/images/balloons.png")
     if image is None:
         raise SystemExit("no image: pass --image or provide ../shared/data/singan/images/balloons.png")
     console = Console(width=120)

@@ -11,12 +11,12 @@ Markdown report with a plot under bench/results/setgan_quality/.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from edgegan.data.shared import shared_data
 from edgegan.fileio import atomic_write_json
 from edgegan.profile.machine import machine_info
 from edgegan.report import write_report
@@ -34,13 +34,6 @@ def _fmt(choice: dict) -> str:
     return f"{choice['chosen_scales']} sc, -{100 * choice['edp_saving']:.0f}% EDP"
 
 
-def image_dir() -> Path | None:
-    for base in (os.environ.get("EDGEGAN_DATA"), "../shared/data"):
-        if base and (Path(base) / "singan/images").is_dir():
-            return Path(base) / "singan/images"
-    return None
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", nargs="+", default=["balloons", "birds", "starry_night"])
@@ -53,7 +46,7 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=8)
     ap.add_argument("--out", type=Path, default=Path("bench/results/setgan_quality"))
     args = ap.parse_args()
-    folder = image_dir()
+    folder = shared_data("singan/images")
     if folder is None:
         raise SystemExit("needs ../shared/data/singan/images (or $EDGEGAN_DATA/singan/images)")
     console = Console(width=120)

@@ -19,17 +19,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from edgegan.data.shared import shared_data
 from edgegan.fileio import atomic_write_json
 from edgegan.profile.machine import machine_info, machine_line
 from edgegan.setgan.config import SETGANConfig
 from edgegan.setgan.train import fit
-
-
-def default_image() -> Path | None:
-    for base in (os.environ.get("EDGEGAN_DATA"), "../shared/data"):
-        if base and (Path(base) / "singan/images/balloons.png").is_file():
-            return Path(base) / "singan/images/balloons.png"
-    return None
 
 
 def main() -> None:
@@ -47,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.paper:
         args.max_size, args.iters = 250, 2000
-    image = args.image or default_image()
+    image = args.image or shared_data("singan/images/balloons.png")
     if image is None:
         raise SystemExit("no image: pass --image or provide ../shared/data/singan/images/balloons.png")
     console = Console(width=120)

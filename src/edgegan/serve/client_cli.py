@@ -10,10 +10,10 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from edgegan.errors import ConfigError, EdgeganError
+from edgegan.progress import ScaleBars
 from edgegan.serve.client import TERMINAL, EdgeganClient
 
 app = typer.Typer(
@@ -195,15 +195,7 @@ def _progress_items(st: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
 
 def follow(client: EdgeganClient, job_id: str, *, poll: float = 1.0) -> dict[str, Any]:
     """Show per-scale progress bars and newly available scales until the job ends."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as bars:
-        tasks: dict[int, Any] = {}
+    with ScaleBars(console) as bars:
         seen_status = [""]
         seen_available = [0]
 
@@ -214,10 +206,8 @@ def follow(client: EdgeganClient, job_id: str, *, poll: float = 1.0) -> dict[str
                 bars.console.print(f"job {job_id}: {seen_status[0]}{where}")
             for i, p in _progress_items(st):
                 total = p.get("total") or None
-                if i not in tasks:
-                    tasks[i] = bars.add_task(f"scale {i}", total=total)
                 step = total if p.get("done") and total else p.get("step", 0)
-                bars.update(tasks[i], completed=step, total=total)
+                bars.update(i, step, total)
             available = int(st.get("available") or 0)
             if available > seen_available[0]:
                 seen_available[0] = available

@@ -11,10 +11,10 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from edgegan.errors import ConfigError
+from edgegan.progress import ScaleBars
 
 app = typer.Typer(
     help="SETGAN: single-image multi-scale GAN with parallel training and SSIM early exit.", no_args_is_help=True
@@ -110,21 +110,7 @@ def train_cmd(
     )  # type: ignore[arg-type]
     # Load and check the image (and the run folder) before any progress display starts.
     prepare_run(image, out, cfg, resume=resume)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as bars:
-        tasks: dict[int, Any] = {}
-
-        def progress(i: int, step: int, total: int) -> None:
-            if i not in tasks:
-                tasks[i] = bars.add_task(f"scale {i}", total=total)
-            bars.update(tasks[i], completed=step)
-
+    with ScaleBars(console) as bars:
         run = fit(
             image,
             out,
@@ -135,7 +121,7 @@ def train_cmd(
             resume=True,  # the run folder was prepared (and checked) above
             quality=quality,
             stop_early=stop_early,
-            progress=progress,
+            progress=bars.update,
         )
     if int(os.environ.get("RANK", "0")) != 0:
         return

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgegan.data.images import save_image
+from edgegan.progress import ScaleBars
 from edgegan.report import save_grid
 from edgegan.setgan import apps
 from edgegan.setgan.config import SETGANConfig
@@ -54,17 +54,8 @@ def run_setgan_demo(
     workers = workers or max(1, min(os.cpu_count() or 1, 4))
     console.print(f"SETGAN demo: hubble_deep_field, {cfg.max_size} px, {cfg.iters} iterations/scale, {workers} workers")
     started = time.perf_counter()
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    ) as bars:
-        tasks: dict[int, Any] = {}
-
-        def progress(i: int, step: int, total: int) -> None:
-            if i not in tasks:
-                tasks[i] = bars.add_task(f"scale {i}", total=total)
-            bars.update(tasks[i], completed=step)
-
-        run = fit(image, out / "run", cfg, workers=workers, resume=True, quality=quality, progress=progress)
+    with ScaleBars(console) as bars:
+        run = fit(image, out / "run", cfg, workers=workers, resume=True, quality=quality, progress=bars.update)
     console.print(f"training: {time.perf_counter() - started:.1f} s; building the report (export, SSIM, costs)")
     report = finalize(run, quality=quality, repeats=5)
     pyr = run.load_pyramid()

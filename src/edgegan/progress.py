@@ -1,0 +1,40 @@
+"""One progress bar per pyramid scale (training locally, or following a remote job)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class ScaleBars:
+    """``with ScaleBars(console) as bars: bars.update(scale, step, total)``; ``bars.console``
+    prints above the bars."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.tasks: dict[int, Any] = {}
+
+    @property
+    def console(self) -> Console:
+        return self.progress.console
+
+    def update(self, scale: int, step: int, total: int) -> None:
+        if scale not in self.tasks:
+            self.tasks[scale] = self.progress.add_task(f"scale {scale}", total=total)
+        self.progress.update(self.tasks[scale], completed=step, total=total)
+
+    def __enter__(self) -> ScaleBars:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]

@@ -110,34 +110,30 @@ def test_queue_limits_per_token(tmp_path):
 
 
 def test_progressive_delivery_and_client_rendering(server, tmp_path):
-    from edgegan.setgan.export import onnx_pyramid
+    from edgegan.serve.client import EdgeganClient
 
     c = server.client()
     job_id = _submit(c).json()["id"]
-    first = _wait(c, job_id, lambda s: s["available"] >= 1)
+    client = EdgeganClient(server.url, TOKEN, cache_dir=tmp_path / "cache")
+    first = client.wait(job_id, until_available=1, poll=0.2, timeout=120)
     assert first["n_scales"] == 3
     partial = first["available"] < first["n_scales"]
-    man = c.get(f"/v1/jobs/{job_id}/manifest").json()
-    local = tmp_path / "client"
-    local.mkdir()
-    for entry in man["scales"]:
-        data = c.get(f"/v1/jobs/{job_id}/scales/{entry['index']}").content
+    folder, available = client.sync(job_id)
+    early = client.pyramid(job_id).sample(1)
+    sizes = json.loads((folder / "manifest.json").read_text())["sizes"]
+    assert early.shape[-2:] == tuple(reversed(sizes[available - 1]))  # rendered from the first scales
+    done = client.wait(job_id, poll=0.2, timeout=120)
+    assert done["status"] == "done" and done["available"] == 3
+    assert all(p["done"] for p in done["progress"].values())
+    assert client.pyramid(job_id).sample(1).shape == (1, 3, 32, 36)  # again, at full size, when all arrived
+    for entry in client.manifest(job_id)["scales"]:
+        data = (folder / entry["file"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry["sha256"]
-        (local / entry["file"]).write_bytes(data)
-    (local / "manifest.json").write_text(json.dumps(man))
-    early = onnx_pyramid(local).sample(1)
-    assert early.shape[-2:] == tuple(reversed(man["sizes"][man["available"] - 1]))
-    done = _wait(c, job_id, lambda s: s["status"] == "done")
-    assert done["available"] == 3 and all(p["done"] for p in done["progress"].values())
-    man = c.get(f"/v1/jobs/{job_id}/manifest").json()
-    for entry in man["scales"]:
-        (local / entry["file"]).write_bytes(c.get(f"/v1/jobs/{job_id}/scales/{entry['index']}").content)
-    (local / "manifest.json").write_text(json.dumps(man))
-    assert onnx_pyramid(local).sample(1).shape == (1, 3, 32, 36)
     assert partial or first["status"] == "done"  # normally scale 0 arrives while others still train
     with c.stream("GET", f"/v1/jobs/{job_id}/events") as r:
         text = "".join(r.iter_text())
     assert "event: status" in text and "event: end" in text
+    client.close()
 
 
 def test_restart_mid_job_keeps_finished_scales(tmp_path):

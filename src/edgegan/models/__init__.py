@@ -7,6 +7,7 @@ from edgegan.models.discriminators import (
     PatchDiscriminatorConfig,
 )
 from edgegan.models.mobile_resnet import MobileResnetGenerator, MobileResnetGeneratorConfig
+from edgegan.models.mobile_supernet import MobileResnetSupernet, MobileResnetSupernetConfig
 from edgegan.models.resnet import ResnetGenerator, ResnetGeneratorConfig
 from edgegan.models.singan import SinGANDiscriminator, SinGANGenerator, SinGANScaleConfig
 from edgegan.models.unet import UnetGenerator, UnetGeneratorConfig
@@ -14,6 +15,8 @@ from edgegan.models.unet import UnetGenerator, UnetGeneratorConfig
 __all__ = [
     "MobileResnetGenerator",
     "MobileResnetGeneratorConfig",
+    "MobileResnetSupernet",
+    "MobileResnetSupernetConfig",
     "MultiScaleDiscriminator",
     "MultiScaleDiscriminatorConfig",
     "PatchDiscriminator",

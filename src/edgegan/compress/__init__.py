@@ -1,0 +1,1 @@
+"""Model compression recipes: once-for-all supernet training, search and sub-network extraction."""

@@ -159,3 +159,14 @@ def test_restart_mid_job_keeps_finished_scales(tmp_path):
             assert hashlib.sha256(got).hexdigest() == entry["sha256"]
     finally:
         live.stop()
+
+
+def test_oversized_body_refused_before_parsing(tmp_path):
+    live = LiveServer(_config(tmp_path, max_upload_bytes=10_000))
+    try:
+        body = b"x" * 200_000
+        r = live.client().post("/v1/jobs", content=body, headers={"Content-Type": "multipart/form-data; boundary=zzz"})
+        assert r.status_code == 413 and "larger than" in r.json()["detail"]
+        assert list((tmp_path / "data").glob("jobs/*")) == []
+    finally:
+        live.stop()

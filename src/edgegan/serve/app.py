@@ -155,6 +155,16 @@ def create_app(cfg: ServerConfig, *, dispatch: bool = True) -> FastAPI:
     app = FastAPI(title="edgegan SETGAN service", version="1", lifespan=lifespan, redirect_slashes=False)
     app.state.store, app.state.dispatcher, app.state.config = store, dispatcher, cfg
 
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Response:
+        # Refuse oversized bodies before the multipart parser spools them to disk; the handler
+        # still counts the bytes it reads (a client may omit Content-Length).
+        length = request.headers.get("content-length")
+        too_big = length is not None and length.isdigit() and int(length) > cfg.max_upload_bytes + 64 * 1024
+        if request.method == "POST" and too_big:  # 64 KiB of room for the form's own fields
+            return JSONResponse({"detail": f"upload larger than {cfg.max_upload_bytes} bytes"}, status_code=413)
+        return await call_next(request)
+
     def owner(authorization: str | None = Header(None)) -> str:
         if cfg.insecure_local and not cfg.tokens:
             return "local"

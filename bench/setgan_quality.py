@@ -25,13 +25,13 @@ from edgegan.setgan.estimate import choose_scales
 from edgegan.setgan.report import finalize
 from edgegan.setgan.train import fit
 
-THRESHOLDS = (0.6, 0.7, 0.8)
+THRESHOLDS = (0.6, 0.7, 0.8, 0.9)
 
 
 def _fmt(choice: dict) -> str:
     if choice["chosen_scales"] is None:
         return "not met"
-    return f"{choice['chosen_scales']} sc, -{100 * choice['edp_saving']:.0f}% EDP"
+    return f"{choice['chosen_scales']} sc, {-100 * choice['edp_saving']:+.0f}% EDP"
 
 
 def main() -> None:

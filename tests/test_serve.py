@@ -170,3 +170,22 @@ def test_oversized_body_refused_before_parsing(tmp_path):
         assert list((tmp_path / "data").glob("jobs/*")) == []
     finally:
         live.stop()
+
+
+def test_store_limits_hold_under_concurrent_submissions(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgegan.serve.store import JobStore, QueueFull
+
+    store = JobStore(tmp_path / "jobs.sqlite")
+
+    def attempt(_):
+        try:
+            store.create("owner", 3, {}, max_queued=3, max_active=5)
+            return True
+        except QueueFull:
+            return False
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(attempt, range(20)))
+    assert sum(results) == 3 and store.count("owner", "queued") == 3

@@ -27,7 +27,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, Field, ValidationError
 
 from edgegan.serve.jobs import job_dir, run_job
-from edgegan.serve.store import FINAL, JOB_ID, JobStore, token_owner
+from edgegan.serve.store import FINAL, JOB_ID, JobStore, QueueFull, token_owner
 
 
 @dataclass
@@ -195,20 +195,25 @@ def create_app(cfg: ServerConfig, *, dispatch: bool = True) -> FastAPI:
             raise HTTPException(400, f"bad option {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
         if opts.iters > cfg.max_iters or opts.max_size > cfg.max_size:
             raise HTTPException(400, f"iters must be <= {cfg.max_iters} and max_size <= {cfg.max_size} here")
+        # Cheap early answer before reading the upload; the binding check is atomic in store.create.
         if store.count(who, "queued") >= cfg.max_queued_per_token:
             raise HTTPException(429, f"queue full: at most {cfg.max_queued_per_token} queued jobs per token")
-        if (
-            store.count(who, "running") + store.count(who, "queued")
-            >= cfg.max_queued_per_token + cfg.max_running_per_token
-        ):
-            raise HTTPException(429, "too many jobs in progress for this token")
         data = await image.read(cfg.max_upload_bytes + 1)
         if len(data) > cfg.max_upload_bytes:
             raise HTTPException(413, f"upload larger than {cfg.max_upload_bytes} bytes")
         if not data:
             raise HTTPException(400, "empty upload")
         png = await asyncio.to_thread(_decode_to_png, data, cfg.max_pixels, opts.min_size, cfg.data_dir / "tmp")
-        job_id = store.create(who, opts.mode, opts.model_dump())
+        try:
+            job_id = store.create(
+                who,
+                opts.mode,
+                opts.model_dump(),
+                max_queued=cfg.max_queued_per_token,
+                max_active=cfg.max_queued_per_token + cfg.max_running_per_token,
+            )
+        except QueueFull as exc:
+            raise HTTPException(429, str(exc)) from None
         folder = job_dir(cfg.data_dir, job_id)
         folder.mkdir(parents=True)
         tmp = folder / ".input.png.tmp"

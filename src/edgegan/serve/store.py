@@ -37,6 +37,10 @@ CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created);
 """
 
 
+class QueueFull(Exception):
+    """A token already has as many queued (or active) jobs as the server allows."""
+
+
 def token_owner(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -74,13 +78,41 @@ class JobStore:
         job["progress"] = json.loads(job["progress"])
         return job
 
-    def create(self, owner: str, mode: int, options: dict[str, Any]) -> str:
+    def create(
+        self,
+        owner: str,
+        mode: int,
+        options: dict[str, Any],
+        *,
+        max_queued: int | None = None,
+        max_active: int | None = None,
+    ) -> str:
+        """Queue a job; with limits, the count and the insert are one transaction, so concurrent
+        submissions cannot all slip past the check. Raises :class:`QueueFull`."""
         job_id = new_job_id()
         with self._conn() as db:
-            db.execute(
-                "INSERT INTO jobs (id, owner, status, mode, options, created) VALUES (?, ?, 'queued', ?, ?, ?)",
-                (job_id, owner, mode, json.dumps(options), time.time()),
-            )
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                counts = dict(
+                    db.execute(
+                        "SELECT status, COUNT(*) FROM jobs WHERE owner = ? AND status IN ('queued', 'running') "
+                        "GROUP BY status",
+                        (owner,),
+                    ).fetchall()
+                )
+                queued, running = counts.get("queued", 0), counts.get("running", 0)
+                if max_queued is not None and queued >= max_queued:
+                    raise QueueFull(f"queue full: at most {max_queued} queued jobs per token")
+                if max_active is not None and queued + running >= max_active:
+                    raise QueueFull(f"queue full: at most {max_active} jobs in progress per token")
+                db.execute(
+                    "INSERT INTO jobs (id, owner, status, mode, options, created) VALUES (?, ?, 'queued', ?, ?, ?)",
+                    (job_id, owner, mode, json.dumps(options), time.time()),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
         return job_id
 
     def get(self, job_id: str) -> dict[str, Any] | None:

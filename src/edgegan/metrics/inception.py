@@ -1,8 +1,8 @@
 """The TensorFlow FID Inception-v3 (as ported by pytorch-fid), for FID, KID and SIFID.
 
 Module names follow torchvision's ``Inception3`` layout (1008 classes, no aux logits), so the
-published ``pt_inception-2015-12-05-6726825d.pth`` loads strictly without renaming. Differences
-from torchvision's network reproduce the TensorFlow graph the FID reference numbers come from:
+published ``pt_inception-2015-12-05-6726825d.pth`` loads strictly without renaming. Where it
+differs from torchvision's network, it reproduces the TensorFlow graph behind the FID reference numbers:
 the average-pool branches exclude padding from the mean, and the last block (``Mixed_7c``)
 max-pools in its pool branch.
 """

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgegan.nn.layers import NormKind, PaddingKind, conv_bias, pad_and_conv_padding
+from edgegan.nn.layers import NormKind, PaddingKind, mobile_block_layers
 
 __all__ = [
     "DynamicBatchNorm2d",
@@ -265,22 +265,9 @@ class DynamicMobileResnetBlock(nn.Module):
         padding_type: PaddingKind = "reflect",
     ) -> None:
         super().__init__()
-        bias = conv_bias(norm)
-        pads, p = pad_and_conv_padding(padding_type, 1)
-        layers: list[nn.Module] = [
-            *pads,
-            DynamicSeparableConv2d(dim, hidden, 3, padding=p, norm=norm, bias=bias),
-            dynamic_norm_layer(norm, hidden),
-            nn.ReLU(True),
-        ]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        pads, p = pad_and_conv_padding(padding_type, 1)
-        layers += [
-            *pads,
-            DynamicSeparableConv2d(hidden, dim, 3, padding=p, norm=norm, bias=bias),
-            dynamic_norm_layer(norm, dim),
-        ]
+        layers = mobile_block_layers(
+            dim, hidden, norm, dropout, padding_type, separable=DynamicSeparableConv2d, norm_fn=dynamic_norm_layer
+        )
         self.conv_block = nn.Sequential(*layers)
         self._sep_indices = [i for i, m in enumerate(layers) if isinstance(m, DynamicSeparableConv2d)]
 

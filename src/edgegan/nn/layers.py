@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -84,6 +85,32 @@ class ResnetBlock(nn.Module):
         return x + self.conv_block(x)
 
 
+def mobile_block_layers(
+    dim: int,
+    hidden: int,
+    norm: NormKind,
+    dropout: float,
+    padding_type: PaddingKind,
+    separable: Callable[..., nn.Module] = SeparableConv2d,
+    norm_fn: Callable[[NormKind, int], nn.Module] = norm_layer,
+) -> list[nn.Module]:
+    """The layers of a mobile residual block. The static block and its dynamic-width twin in
+    the supernet both build from this, so their parameter names always line up."""
+    bias = conv_bias(norm)
+    pads, p = pad_and_conv_padding(padding_type, 1)
+    layers: list[nn.Module] = [
+        *pads,
+        separable(dim, hidden, 3, padding=p, norm=norm, bias=bias),
+        norm_fn(norm, hidden),
+        nn.ReLU(True),
+    ]
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    pads, p = pad_and_conv_padding(padding_type, 1)
+    layers += [*pads, separable(hidden, dim, 3, padding=p, norm=norm, bias=bias), norm_fn(norm, dim)]
+    return layers
+
+
 class MobileResnetBlock(nn.Module):
     """A residual block whose two 3×3 convs are separable convs; ``hidden`` is the inner width."""
 
@@ -96,19 +123,7 @@ class MobileResnetBlock(nn.Module):
         padding_type: PaddingKind = "reflect",
     ) -> None:
         super().__init__()
-        bias = conv_bias(norm)
-        pads, p = pad_and_conv_padding(padding_type, 1)
-        layers: list[nn.Module] = [
-            *pads,
-            SeparableConv2d(dim, hidden, 3, padding=p, norm=norm, bias=bias),
-            norm_layer(norm, hidden),
-            nn.ReLU(True),
-        ]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        pads, p = pad_and_conv_padding(padding_type, 1)
-        layers += [*pads, SeparableConv2d(hidden, dim, 3, padding=p, norm=norm, bias=bias), norm_layer(norm, dim)]
-        self.conv_block = nn.Sequential(*layers)
+        self.conv_block = nn.Sequential(*mobile_block_layers(dim, hidden, norm, dropout, padding_type))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv_block(x)

@@ -330,3 +330,11 @@ def test_serial_stop_early_once_threshold_met(tmp_path):
     run = fit(_image(), tmp_path / "run", cfg, quality=-1.0, stop_early=True)  # any SSIM meets -1
     assert run.done_scales() == [0]
     assert run.training_sessions()[0]["scales_trained"] == [0]
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    prepare_run(_image(), tmp_path / "run", SETGANConfig(mode="serial", **TINY))
+    with pytest.raises(Exception, match="different settings: mode"):
+        prepare_run(_image(), tmp_path / "run", SETGANConfig(mode="parallel", **TINY), resume=True)
+    # Bookkeeping-only settings may change.
+    prepare_run(_image(), tmp_path / "run", SETGANConfig(mode="serial", **{**TINY, "ckpt_every": 7}), resume=True)

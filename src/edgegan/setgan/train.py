@@ -150,7 +150,7 @@ def prepare_run(
         saved = run.config()
         if saved.to_dict() != cfg.to_dict():
             diff = [k for k, v in cfg.to_dict().items() if saved.to_dict().get(k) != v]
-            if set(diff) - {"mode", "ckpt_every", "quality_draws"}:
+            if set(diff) - {"ckpt_every", "quality_draws"}:  # mixing modes would mix two methods
                 raise CheckpointError(f"cannot resume {run.path} with different settings: {', '.join(diff)}")
         return run
     if isinstance(image, torch.Tensor):

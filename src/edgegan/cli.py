@@ -463,10 +463,14 @@ def serve_cmd(
 
 
 def _add_subcommands() -> None:
+    from edgegan.compress.distill_cli import app as compress_app
+    from edgegan.compress.teacher_cli import app as teacher_app
     from edgegan.serve.client_cli import app as client_app
     from edgegan.setgan.cli import app as setgan_app
 
     app.add_typer(setgan_app, name="setgan")
+    app.add_typer(teacher_app, name="train", help="Train teacher generators: pix2pix and CycleGAN.")
+    app.add_typer(compress_app, name="compress", help="GAN Compression: distil a teacher into a mobile student.")
     app.add_typer(client_app, name="client", help="Talk to an edgegan service: train remotely, render locally.")
 
 

@@ -1,0 +1,649 @@
+"""GAN Compression step 1: distil a small mobile ResNet generator from a trained teacher generator.
+
+The student G learns from the teacher G' with (paper eq. 4)::
+
+    L = L_cGAN + λ_recon · L1(G(x), y) + λ_distill · Σ_t MSE(f_t(G_t(x)), G'_t(x))
+
+over the teacher's distillation layers (end of down-sampling, then every third of the residual
+trunk: ``down2, block3, block6, block9`` for nine blocks); ``f_t`` is a learnable 1×1 conv from the
+student's channels to the teacher's (:class:`DistillMapper`). ``y`` is the ground truth for paired
+(pix2pix) data; for unpaired (CycleGAN) data it is the teacher's output, so every input becomes a
+pseudo-pair. The discriminator starts from a copy of the teacher's discriminator when one is given
+(the paper's "keep D"), else from scratch; it is conditional (sees input and image) when its
+``input_nc`` is input + output channels, unconditional when it equals the output channels.
+
+One epoch of :func:`distill`, top to bottom: for every batch a D step, then a G step (student and
+mappers together); then the mean losses are logged, the student is scored on a held-out slice
+(PSNR against the target and against the teacher's output), the best and the last student are
+saved as plain model folders, and a resumable checkpoint is written.
+
+A once-for-all :class:`~edgegan.models.MobileResnetSupernet` works as the student too: its mappers
+are sized for the supernet's full widths and use the first ``c`` input channels of their weights
+when the active sub-network is narrower; the saved students are then the extracted sub-network.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from edgegan.compress.supernet import extract_subnet
+from edgegan.data.datasets import DIRECTIONS, PairedDataset, UnpairedDataset, split_validation, subset
+from edgegan.errors import ConfigError
+from edgegan.fileio import atomic_write_json
+from edgegan.losses import GANLoss
+from edgegan.metrics.reference import psnr
+from edgegan.models.discriminators import PatchDiscriminator
+from edgegan.models.mobile_resnet import MobileResnetGenerator
+from edgegan.models.mobile_supernet import MobileResnetSupernet
+from edgegan.registry import EdgeModel, load
+from edgegan.runs import RunDir, check_finite, load_checkpoint, save_checkpoint, set_seed
+
+__all__ = [
+    "DistillConfig",
+    "DistillMapper",
+    "distill",
+    "distill_from_folders",
+    "distill_layers",
+    "distillation_loss",
+    "feature_channels",
+    "make_targets",
+    "parse_channels",
+]
+
+Progress = Callable[[int, int, int], None]
+"""``progress(epoch, batches_done, batches_per_epoch)``; epochs count from 1."""
+
+GAN_MODES = ("vanilla", "lsgan", "hinge", "wgangp")
+PROBE_SIZE = 32  # spatial size of the dummy input used to read feature widths
+
+
+# ------------------------------------------------------------------------------------- config
+
+
+def parse_channels(channels: str | Sequence[int]) -> tuple[int, ...]:
+    """``"16_16_32_16_32_32_16_16"`` (or ``,``-separated, or a sequence) -> 8 positive ints."""
+    if isinstance(channels, str):
+        sep = "_" if "_" in channels else ","
+        parts = [p.strip() for p in channels.split(sep) if p.strip()]
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            raise ConfigError(f"channels must be 8 integers like 16_16_32_16_32_32_16_16, got {channels!r}") from None
+    else:
+        values = list(channels)
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+            raise ConfigError(f"channels must be 8 integers, got {channels!r}")
+    if len(values) != 8:
+        raise ConfigError(f"channels needs 8 entries c0_c1_..._c7, got {len(values)} in {channels!r}")
+    if min(values) < 1:
+        raise ConfigError(f"channels must be positive, got {channels!r}")
+    return tuple(int(v) for v in values)
+
+
+@dataclass
+class DistillConfig:
+    """Settings of one distillation run.
+
+    ``channels`` is the default student's c0..c7 (see ``MobileResnetGeneratorConfig``);
+    ``n_blocks`` its residual blocks (None: the teacher's). The learning rate is constant for
+    ``epochs`` epochs, then decays linearly towards zero over ``decay_epochs`` more.
+    ``ndf``/``d_layers`` size a fresh discriminator (ignored when the teacher's is given).
+    """
+
+    channels: str | tuple[int, ...] = "16_16_32_16_32_32_16_16"
+    n_blocks: int | None = None
+    lambda_recon: float = 10.0
+    lambda_distill: float = 1.0
+    gan_mode: str = "hinge"
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    epochs: int = 50
+    decay_epochs: int = 50
+    batch_size: int = 1
+    load_size: int | None = 286
+    crop_size: int = 256
+    direction: str = "AtoB"
+    paired: bool = True
+    val_fraction: float = 0.1
+    seed: int = 0
+    ndf: int = 64
+    d_layers: int = 3
+
+    def __post_init__(self) -> None:
+        self.channels = parse_channels(self.channels)
+        if self.n_blocks is not None and (isinstance(self.n_blocks, bool) or self.n_blocks < 0):
+            raise ConfigError(f"n_blocks must be >= 0 or None, got {self.n_blocks!r}")
+        for name in ("lambda_recon", "lambda_distill"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.gan_mode not in GAN_MODES:
+            raise ConfigError(f"gan_mode must be one of {', '.join(GAN_MODES)}, got {self.gan_mode!r}")
+        if self.gan_mode == "wgangp":
+            raise ConfigError("gan_mode wgangp needs a gradient penalty this recipe does not add; use hinge or lsgan")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be positive, got {self.lr!r}")
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        for name in ("epochs", "decay_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.total_epochs < 1:
+            raise ConfigError("epochs + decay_epochs must be at least 1")
+        for name in ("batch_size", "crop_size", "ndf", "d_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.crop_size % 4:
+            raise ConfigError(f"crop_size must be a multiple of 4 (two stride-2 downs), got {self.crop_size}")
+        if self.load_size is not None and self.load_size < self.crop_size:
+            raise ConfigError(f"load_size ({self.load_size}) must not be smaller than crop_size ({self.crop_size})")
+        if self.direction not in DIRECTIONS:
+            raise ConfigError(f"direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.decay_epochs
+
+    @property
+    def channels_str(self) -> str:
+        return "_".join(str(c) for c in self.channels)
+
+    def lr_factor(self, epoch: int) -> float:
+        """Multiplier of ``lr`` during 0-based ``epoch`` (pix2pix's linear decay rule)."""
+        return 1.0 - max(0, epoch + 1 - self.epochs) / float(self.decay_epochs + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["channels"] = self.channels_str
+        d["betas"] = list(self.betas)
+        return d
+
+
+# ----------------------------------------------------------------------- distillation layers
+
+
+def _check_generator(model: nn.Module, role: str) -> None:
+    if not callable(getattr(model, "distill_feature_names", None)):
+        raise ConfigError(
+            f"the {role} is a {type(model).__name__}, which exposes no distillation features; "
+            "use a resnet_generator, mobile_resnet_generator or mobile_resnet_supernet"
+        )
+
+
+def distill_layers(teacher: nn.Module, student: nn.Module) -> list[str]:
+    """The layer names both networks distil at; ConfigError if they do not line up."""
+    _check_generator(teacher, "teacher")
+    _check_generator(student, "student")
+    t_names = list(teacher.distill_feature_names())  # type: ignore[operator]
+    s_names = list(student.distill_feature_names())  # type: ignore[operator]
+    if t_names != s_names:
+        t_blocks = len(getattr(teacher, "blocks", ()))
+        s_blocks = len(getattr(student, "blocks", ()))
+        raise ConfigError(
+            f"student and teacher features do not line up: teacher distils {', '.join(t_names)} "
+            f"({t_blocks} blocks), student {', '.join(s_names)} ({s_blocks} blocks); "
+            f"give the student the teacher's n_blocks ({t_blocks})"
+        )
+    if not t_names:
+        raise ConfigError("the teacher has no layers to distil")
+    for key in ("input_nc", "output_nc"):
+        t_val = getattr(getattr(teacher, "config", None), key, None)
+        s_val = getattr(getattr(student, "config", None), key, None)
+        if t_val is not None and s_val is not None and t_val != s_val:
+            raise ConfigError(f"student and teacher differ in {key}: {s_val} vs {t_val}")
+    return t_names
+
+
+@torch.no_grad()
+def feature_channels(model: nn.Module, names: Sequence[str], size: int = PROBE_SIZE) -> dict[str, tuple[int, ...]]:
+    """Shape ``(channels, h, w)`` of each named feature for a ``size``² input, read with a dummy pass.
+
+    A supernet is probed at its largest config (its full widths), then set back to its active one.
+    """
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    input_nc = getattr(getattr(model, "config", None), "input_nc", 3)
+    x = torch.zeros(1, input_nc, size, size, device=device)
+    supernet = model if isinstance(model, MobileResnetSupernet) else None
+    active = supernet.active_config if supernet is not None else None
+    if supernet is not None:
+        supernet.set_config(supernet.largest_config())
+    was_training = model.training
+    try:
+        model.eval()
+        _, feats = model(x, return_features=True)
+    finally:
+        model.train(was_training)
+        if supernet is not None and active is not None:
+            supernet.set_config(active)
+    missing = [n for n in names if n not in feats]
+    if missing:
+        raise ConfigError(f"{type(model).__name__} returns no feature {missing[0]!r}")
+    return {n: tuple(feats[n].shape[1:]) for n in names}
+
+
+class DistillMapper(nn.Module):
+    """One learnable 1×1 conv per distilled layer, from the student's channels to the teacher's.
+
+    ``student_channels`` are the widest widths the student can produce (a supernet's full
+    widths); when a narrower sub-network feeds ``c`` channels, the first ``c`` input channels of the
+    weight are used, matching the supernet's leading-slice weight sharing.
+    """
+
+    def __init__(self, student_channels: Mapping[str, int], teacher_channels: Mapping[str, int]) -> None:
+        super().__init__()
+        if list(student_channels) != list(teacher_channels):
+            raise ConfigError(
+                f"mapper layers differ: student {', '.join(student_channels)} vs teacher {', '.join(teacher_channels)}"
+            )
+        if not student_channels:
+            raise ConfigError("a DistillMapper needs at least one layer")
+        self.names = list(student_channels)
+        self.maps = nn.ModuleDict(
+            {name: nn.Conv2d(int(student_channels[name]), int(teacher_channels[name]), 1) for name in self.names}
+        )
+
+    @classmethod
+    def for_models(cls, teacher: nn.Module, student: nn.Module) -> DistillMapper:
+        """Mappers for ``distill_layers(teacher, student)``, sized by probing both networks."""
+        names = distill_layers(teacher, student)
+        t_shapes = feature_channels(teacher, names)
+        s_shapes = feature_channels(student, names)
+        for n in names:
+            if t_shapes[n][1:] != s_shapes[n][1:]:
+                raise ConfigError(
+                    f"feature {n!r} has spatial size {s_shapes[n][1:]} in the student, {t_shapes[n][1:]} in the teacher"
+                )
+        return cls({n: s_shapes[n][0] for n in names}, {n: t_shapes[n][0] for n in names})
+
+    def forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        if name not in self.maps:
+            raise ConfigError(f"no mapper for layer {name!r}; have {', '.join(self.names)}")
+        conv = self.maps[name]
+        assert isinstance(conv, nn.Conv2d)
+        c = x.shape[1]
+        if c > conv.in_channels:
+            raise ConfigError(
+                f"layer {name!r}: student feature has {c} channels, the mapper takes at most {conv.in_channels}"
+            )
+        weight = conv.weight if c == conv.in_channels else conv.weight[:, :c]
+        return F.conv2d(x, weight, conv.bias)
+
+
+def distillation_loss(
+    teacher_feats: Mapping[str, torch.Tensor],
+    student_feats: Mapping[str, torch.Tensor],
+    mapper: DistillMapper,
+    names: Sequence[str],
+) -> torch.Tensor:
+    """Σ_t MSE(f_t(student_t), teacher_t) over ``names``; teacher features get no gradient."""
+    if not names:
+        raise ConfigError("distillation_loss needs at least one layer name")
+    total: torch.Tensor | None = None
+    for name in names:
+        if name not in teacher_feats or name not in student_feats:
+            side = "teacher" if name not in teacher_feats else "student"
+            raise ConfigError(f"the {side} features have no layer {name!r}")
+        mapped = mapper(name, student_feats[name])
+        target = teacher_feats[name].detach()
+        if mapped.shape != target.shape:
+            raise ConfigError(
+                f"layer {name!r}: mapped student feature {tuple(mapped.shape)} vs teacher {tuple(target.shape)}"
+            )
+        term = F.mse_loss(mapped, target)
+        total = term if total is None else total + term
+    assert total is not None
+    return total
+
+
+# ------------------------------------------------------------------------------ data helpers
+
+
+def make_targets(batch: Mapping[str, Any], teacher_out: torch.Tensor, paired: bool) -> torch.Tensor:
+    """What the student reconstructs: the ground truth ``B`` (paired) or the teacher's output (pseudo-pair)."""
+    if not paired:
+        return teacher_out.detach()
+    if "B" not in batch:
+        raise ConfigError(
+            "paired distillation needs items with a target image 'B'; pass paired=False for unpaired data"
+        )
+    target = batch["B"].to(teacher_out.device)
+    if target.shape != teacher_out.shape:
+        raise ConfigError(
+            f"target images {tuple(target.shape)} and generator outputs {tuple(teacher_out.shape)} differ"
+        )
+    return target
+
+
+def _eval_view(data: Dataset[Any]) -> Dataset[Any]:
+    """The same items without random crops/flips (for validation), where the data set supports it."""
+    if isinstance(data, Subset):
+        return Subset(_eval_view(data.dataset), list(data.indices))
+    if isinstance(data, PairedDataset | UnpairedDataset) and data.train:
+        view = copy.copy(data)
+        view.train = False
+        return view
+    return data
+
+
+def _to01(x: torch.Tensor) -> torch.Tensor:
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _describe(model: nn.Module) -> dict[str, Any]:
+    config = getattr(model, "config", None)
+    return {
+        "arch": getattr(model, "arch", type(model).__name__),
+        "config": config.to_dict() if config is not None and hasattr(config, "to_dict") else None,
+        "active_config": list(model.active_config) if isinstance(model, MobileResnetSupernet) else None,
+    }
+
+
+def _export(student: nn.Module) -> EdgeModel:
+    """The student as a standalone model folder-able network (a supernet's active sub-network)."""
+    if isinstance(student, MobileResnetSupernet):
+        return extract_subnet(student, student.active_config)
+    if not isinstance(student, EdgeModel):
+        raise ConfigError(f"the student must be an edgegan model to be saved, got {type(student).__name__}")
+    return student
+
+
+def _save_student(student: nn.Module, path: Path) -> None:
+    was_training = student.training
+    model = _export(student).eval()
+    model.save(path)
+    student.train(was_training)
+
+
+# ------------------------------------------------------------------------------------ recipe
+
+
+def distill(
+    teacher: nn.Module,
+    data: Dataset[Any],
+    out: str | os.PathLike[str],
+    cfg: DistillConfig,
+    *,
+    discriminator: nn.Module | None = None,
+    student: nn.Module | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Distil ``student`` (default ``MobileResnetGenerator(channels=cfg.channels)``) from ``teacher``.
+
+    ``data`` yields items with ``"A"`` (input) and, when ``cfg.paired``, ``"B"`` (target); with
+    ``cfg.paired=False`` the targets are the teacher's outputs. ``cfg.val_fraction`` of the items
+    (a fixed seeded slice) are held out for validation. Writes into the run folder ``out``:
+    ``config.yaml``, ``metrics.jsonl`` (one line per epoch), ``checkpoints/``, ``best_student/``,
+    ``last_student/`` (both ``edgegan.load``-able) and ``summary.json``; returns the summary.
+    The teacher is put in eval mode and never updated; ``student`` is trained in place; ``discriminator``
+    (the teacher's) is copied, never modified. ``progress(epoch, batch, batches)`` is called after each batch.
+    """
+    if not isinstance(cfg, DistillConfig):
+        raise ConfigError(f"cfg must be a DistillConfig, got {type(cfg).__name__}")
+    _check_generator(teacher, "teacher")
+    n_items = len(data)  # type: ignore[arg-type]
+    if n_items < 1:
+        raise ConfigError("the data set is empty")
+    dev = torch.device(device)
+    out = Path(out)
+    set_seed(cfg.seed)
+
+    # ---- networks: frozen teacher, student, mappers, discriminator
+    teacher = teacher.to(dev).eval()  # frozen: only ever run under no_grad
+    t_cfg = getattr(teacher, "config", None)
+    input_nc = int(getattr(t_cfg, "input_nc", 3))
+    output_nc = int(getattr(t_cfg, "output_nc", 3))
+    if student is None:
+        n_blocks = cfg.n_blocks if cfg.n_blocks is not None else len(getattr(teacher, "blocks", ()))
+        student = MobileResnetGenerator(
+            input_nc=input_nc,
+            output_nc=output_nc,
+            channels=cfg.channels,
+            n_blocks=n_blocks,
+            norm=getattr(t_cfg, "norm", "instance"),
+            padding_type=getattr(t_cfg, "padding_type", "reflect"),
+        )
+    student = student.to(dev).train()
+    names = distill_layers(teacher, student)
+    mapper = DistillMapper.for_models(teacher, student).to(dev)
+
+    if discriminator is not None:
+        d = copy.deepcopy(discriminator).to(dev)
+        for p in d.parameters():
+            p.requires_grad_(True)
+    else:
+        d = PatchDiscriminator(input_nc=input_nc + output_nc, ndf=cfg.ndf, n_layers=cfg.d_layers).to(dev)
+    d_input_nc = getattr(getattr(d, "config", None), "input_nc", None)
+    if d_input_nc == input_nc + output_nc:
+        conditional = True
+    elif d_input_nc == output_nc:
+        conditional = False
+    else:
+        raise ConfigError(
+            f"the discriminator takes {d_input_nc} channels; expected {input_nc + output_nc} (conditional, input "
+            f"and image) or {output_nc} (the generated image only)"
+        )
+    d.train()
+
+    def d_input(a: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return torch.cat([a, image], 1) if conditional else image
+
+    gan = GANLoss(cfg.gan_mode)  # type: ignore[arg-type]
+    opt_g = torch.optim.Adam(list(student.parameters()) + list(mapper.parameters()), lr=cfg.lr, betas=cfg.betas)
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=cfg.betas)
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, cfg.lr_factor)
+    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, cfg.lr_factor)
+    objs: dict[str, Any] = {
+        "modules": {"student": student, "mapper": mapper, "D": d},
+        "optimizers": {"G": opt_g, "D": opt_d},
+        "schedulers": {"G": sched_g, "D": sched_d},
+    }
+
+    # ---- data: a fixed held-out slice for validation
+    train_idx, val_idx = split_validation(n_items, cfg.val_fraction, cfg.seed) if n_items > 1 else ([0], [])
+    train_set = subset(data, train_idx)
+    val_set = subset(_eval_view(data), val_idx) if val_idx else None
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=0)
+    selection = "val_psnr" if cfg.paired else "val_psnr_teacher"
+
+    # ---- run folder, resume
+    run_config = {
+        "distill": cfg.to_dict(),
+        "teacher": _describe(teacher),
+        "student": _describe(student),
+        "discriminator": {**_describe(d), "from_teacher": discriminator is not None},
+        "data": {"items": n_items, "train": len(train_idx), "val": len(val_idx)},
+    }
+    run = RunDir(out, run_config, resume=resume)
+    ckpt = load_checkpoint(run, **objs, map_location=dev)
+    state: dict[str, Any] = {"best": None, "best_epoch": None, "history": []}
+    if ckpt is not None and isinstance(ckpt.extra, dict):
+        state.update(ckpt.extra)
+    start = ckpt.step if ckpt else 0
+
+    for epoch in range(start + 1, cfg.total_epochs + 1):
+        sums = {"g_gan": 0.0, "recon": 0.0, "distill": 0.0, "d": 0.0}
+        n_batches = len(loader)
+        for i, batch in enumerate(loader):
+            a = batch["A"].to(dev)
+            with torch.no_grad():
+                t_out, t_feats = teacher(a, return_features=True)
+            target = make_targets(batch, t_out, cfg.paired)
+            s_out, s_feats = student(a, return_features=True)
+
+            # D step: real (input, target) pairs against the student's (input, output).
+            d.requires_grad_(True)
+            loss_d_real = gan(d(d_input(a, target)), True)
+            loss_d_fake = gan(d(d_input(a, s_out.detach())), False)
+            loss_d = 0.5 * (loss_d_real + loss_d_fake)
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+
+            # G step: fool D, reconstruct the target, match the teacher's features.
+            d.requires_grad_(False)
+            loss_g_gan = gan(d(d_input(a, s_out)), True, for_discriminator=False)
+            loss_recon = F.l1_loss(s_out, target)
+            loss_distill = distillation_loss(t_feats, s_feats, mapper, names)
+            loss_g = loss_g_gan + cfg.lambda_recon * loss_recon + cfg.lambda_distill * loss_distill
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+
+            step = (epoch - 1) * n_batches + i + 1
+            check_finite(step, checkpoint=run, g_gan=loss_g_gan, recon=loss_recon, distill=loss_distill, d=loss_d)
+            for key, value in (("g_gan", loss_g_gan), ("recon", loss_recon), ("distill", loss_distill), ("d", loss_d)):
+                sums[key] += float(value.detach())
+            if progress is not None:
+                progress(epoch, i + 1, n_batches)
+        lr = opt_g.param_groups[0]["lr"]
+        sched_g.step()
+        sched_d.step()
+
+        # Validation: the student against the target and against the teacher, on the held-out slice.
+        val = _validate(teacher, student, val_set, cfg, dev)
+        row = {"epoch": epoch, "lr": lr, **{k: v / max(n_batches, 1) for k, v in sums.items()}, **val}
+        run.log(epoch, **row)
+        state["history"].append(row)
+        score = val.get(selection)
+        improved = score is None or state["best"] is None or score > state["best"]
+        if improved:
+            state["best"] = score
+            state["best_epoch"] = epoch
+            _save_student(student, out / "best_student")
+        _save_student(student, out / "last_student")
+        save_checkpoint(run, epoch, **objs, extra=_json_safe(state), keep=2)
+
+    if not (out / "last_student").is_dir():  # resumed a finished run whose folders were removed
+        _save_student(student, out / "last_student")
+    if not (out / "best_student").is_dir():
+        _save_student(student, out / "best_student")
+    exported = _export(student)
+    summary = {
+        "run": str(out),
+        "epochs": cfg.total_epochs,
+        "resumed_from": start if ckpt is not None else None,
+        "paired": cfg.paired,
+        "selection": selection,
+        "best_epoch": state["best_epoch"],
+        "best_score": state["best"],
+        "best_student": str(out / "best_student"),
+        "last_student": str(out / "last_student"),
+        "layers": names,
+        "teacher_params": _count(teacher),
+        "student_params": _count(exported),
+        "student_channels": list(getattr(exported.config, "channels", None) or []),
+        "history": state["history"],
+    }
+    atomic_write_json(out / "summary.json", _json_safe(summary))
+    return summary
+
+
+@torch.no_grad()
+def _validate(
+    teacher: nn.Module, student: nn.Module, val_set: Dataset[Any] | None, cfg: DistillConfig, dev: torch.device
+) -> dict[str, float | None]:
+    """Mean PSNR (dB, images in [0, 1]) of the student vs the target and vs the teacher, and of the teacher."""
+    if val_set is None:
+        return {"val_psnr": None, "val_psnr_teacher": None, "teacher_val_psnr": None}
+    was_training = student.training
+    student.eval()
+    vs_target, vs_teacher, teacher_score = [], [], []
+    for batch in DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, num_workers=0):
+        a = batch["A"].to(dev)
+        t_out = teacher(a)
+        target = make_targets(batch, t_out, cfg.paired)
+        s_out = student(a)
+        vs_target.append(psnr(_to01(s_out), _to01(target)))
+        vs_teacher.append(psnr(_to01(s_out), _to01(t_out)))
+        teacher_score.append(psnr(_to01(t_out), _to01(target)))
+    student.train(was_training)
+
+    def mean(values: list[torch.Tensor]) -> float:
+        # Identical images score inf; cap at 100 dB so the mean stays finite and JSON-friendly.
+        return float(torch.cat(values).double().clamp(max=100.0).mean())
+
+    return {"val_psnr": mean(vs_target), "val_psnr_teacher": mean(vs_teacher), "teacher_val_psnr": mean(teacher_score)}
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def distill_from_folders(
+    teacher_dir: str | os.PathLike[str],
+    a_dir: str | os.PathLike[str],
+    b_dir: str | os.PathLike[str] | None,
+    out: str | os.PathLike[str],
+    cfg: DistillConfig,
+    *,
+    discriminator_dir: str | os.PathLike[str] | None = None,
+    student: nn.Module | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """:func:`distill` with the teacher (and optionally its discriminator) loaded from model folders.
+
+    Paired: ``a_dir``/``b_dir`` images matched by file stem. Unpaired (``cfg.paired=False``): the
+    inputs are ``a_dir``'s images (``b_dir``'s with ``direction="BtoA"``); ``b_dir`` may be None.
+    """
+    teacher = load(teacher_dir)
+    _check_generator(teacher, f"teacher in {teacher_dir}")
+    discriminator = load(discriminator_dir) if discriminator_dir is not None else None
+    if discriminator is not None and not hasattr(getattr(discriminator, "config", None), "ndf"):
+        raise ConfigError(f"{discriminator_dir} holds a {discriminator.arch}, not a discriminator")
+    kw: dict[str, Any] = {"direction": cfg.direction, "load_size": cfg.load_size, "crop_size": cfg.crop_size}
+    if cfg.paired:
+        if b_dir is None:
+            raise ConfigError("paired distillation needs a B (target) folder; pass paired=False for unpaired data")
+        data: Dataset[Any] = PairedDataset.from_folders(a_dir, b_dir, **kw)
+    else:
+        # Only the inputs are read: the targets will be the teacher's outputs.
+        inputs = a_dir if cfg.direction == "AtoB" else b_dir
+        if inputs is None:
+            raise ConfigError("direction BtoA takes the inputs from the B folder; give one")
+        kw["direction"] = "AtoB"
+        data = UnpairedDataset.from_folders(inputs, inputs, serial_b=True, **kw)
+    return distill(
+        teacher,
+        data,
+        out,
+        cfg,
+        discriminator=discriminator,
+        student=student,
+        resume=resume,
+        progress=progress,
+        device=device,
+    )

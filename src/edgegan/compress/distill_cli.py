@@ -1,0 +1,137 @@
+"""``distill``: GAN Compression's distillation of a small mobile generator from a trained teacher."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgegan.errors import ConfigError
+
+app = typer.Typer(help="GAN Compression: distil a compact student generator from a teacher.", no_args_is_help=True)
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 132)
+
+
+@app.callback()
+def _group() -> None:
+    """GAN Compression: distil a compact student generator from a teacher."""
+
+
+def _fmt(value: Any, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    t = Table(title=f"distillation, {summary['epochs']} epochs ({'paired' if summary['paired'] else 'pseudo-pairs'})")
+    for col in ("epoch", "lr", "g_gan", "recon", "distill", "d", "PSNR vs target", "PSNR vs teacher"):
+        t.add_column(col, justify="right")
+    for row in summary["history"]:
+        t.add_row(
+            str(row["epoch"]),
+            f"{row['lr']:.2e}",
+            _fmt(row["g_gan"], ".3f"),
+            _fmt(row["recon"], ".3f"),
+            _fmt(row["distill"], ".3f"),
+            _fmt(row["d"], ".3f"),
+            _fmt(row.get("val_psnr")),
+            _fmt(row.get("val_psnr_teacher")),
+        )
+    console.print(t)
+    last = summary["history"][-1] if summary["history"] else {}
+    console.print(
+        f"student {summary['student_params']:,} params ({'_'.join(map(str, summary['student_channels']))}) "
+        f"vs teacher {summary['teacher_params']:,}; teacher PSNR vs target {_fmt(last.get('teacher_val_psnr'))} dB"
+    )
+    console.print(f"best student (epoch {summary['best_epoch']}, by {summary['selection']}): {summary['best_student']}")
+    console.print(f"last student: {summary['last_student']}")
+
+
+@app.command("distill")
+def distill_cmd(
+    teacher: Path = typer.Option(..., "--teacher", help="Trained teacher generator folder (edgegan model)."),
+    a: Path = typer.Option(..., "--a", help="Input (A) image folder."),
+    b: Path | None = typer.Option(None, "--b", help="Target (B) image folder, matched to A by file stem."),
+    out: Path = typer.Option(..., "--out", help="Run folder."),
+    discriminator: Path | None = typer.Option(
+        None, "--discriminator", help="The teacher's discriminator folder: the student's D starts from it."
+    ),
+    channels: str = typer.Option("16_16_32_16_32_32_16_16", help="Student channel config c0_c1_..._c7."),
+    n_blocks: int | None = typer.Option(None, min=0, help="Student residual blocks (default: the teacher's)."),
+    epochs: int = typer.Option(50, min=0, help="Epochs at the initial learning rate."),
+    decay_epochs: int = typer.Option(50, min=0, help="Further epochs decaying the learning rate linearly to 0."),
+    unpaired: bool = typer.Option(False, "--unpaired", help="Unpaired data: the teacher's outputs are the targets."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    lambda_recon: float = typer.Option(10.0, help="Weight of the L1 reconstruction loss."),
+    lambda_distill: float = typer.Option(1.0, help="Weight of the feature distillation loss."),
+    gan_mode: str = typer.Option("hinge", help="GAN loss: hinge, lsgan or vanilla."),
+    lr: float = typer.Option(2e-4, help="Adam learning rate (G, mappers and D)."),
+    batch_size: int = typer.Option(1, min=1, help="Images per step."),
+    load_size: int = typer.Option(286, min=0, help="Resize to this before random crops (0: native size)."),
+    crop_size: int = typer.Option(256, min=4, help="Training crop (and validation) size; a multiple of 4."),
+    direction: str = typer.Option("AtoB", help="AtoB or BtoA."),
+    val_fraction: float = typer.Option(0.1, help="Share of the pairs held out to pick the best student."),
+    ndf: int = typer.Option(64, min=1, help="Width of a fresh discriminator (without --discriminator)."),
+    seed: int = typer.Option(0, min=0, help="Random seed."),
+    device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
+) -> None:
+    """Distil a MobileResnetGenerator student from a teacher generator (GAN Compression, step 1)."""
+    import torch
+
+    from edgegan.compress.distill import DistillConfig, distill_from_folders
+
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"--device must be cpu or cuda[:N], got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device on this machine")
+    if not unpaired and b is None:
+        raise ConfigError("--b (the target folder) is required for paired data; pass --unpaired otherwise")
+    cfg = DistillConfig(
+        channels=channels,
+        n_blocks=n_blocks,
+        lambda_recon=lambda_recon,
+        lambda_distill=lambda_distill,
+        gan_mode=gan_mode,
+        lr=lr,
+        epochs=epochs,
+        decay_epochs=decay_epochs,
+        batch_size=batch_size,
+        load_size=load_size or None,
+        crop_size=crop_size,
+        direction=direction,
+        paired=not unpaired,
+        val_fraction=val_fraction,
+        seed=seed,
+        ndf=ndf,
+    )
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+    task = bar.add_task("distilling", total=None)
+
+    def progress(epoch: int, done: int, per_epoch: int) -> None:
+        # One bar over the whole run (resumed runs start part-way).
+        bar.update(
+            task,
+            description=f"epoch {epoch}/{cfg.total_epochs}",
+            completed=(epoch - 1) * per_epoch + done,
+            total=cfg.total_epochs * per_epoch,
+        )
+
+    with bar:
+        summary = distill_from_folders(
+            teacher,
+            a,
+            b,
+            out,
+            cfg,
+            discriminator_dir=discriminator,
+            resume=resume,
+            progress=progress,
+            device=device,
+        )
+    _print_summary(summary)

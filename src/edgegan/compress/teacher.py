@@ -1,0 +1,565 @@
+"""Teacher training recipes: pix2pix (paired) and CycleGAN (unpaired).
+
+GAN Compression starts from a trained full-size generator, the *teacher*. These recipes train one
+with the original papers' objectives and schedules, written so each loop reads top to bottom:
+one batch, a discriminator step, a generator step.
+
+* :func:`train_pix2pix` -- a generator conditioned on the input image, a conditional PatchGAN that
+  sees ``concat(input, image)``, GAN + lambda * L1 loss. A held-out validation slice is scored with
+  PSNR/SSIM after every epoch and the best generator is kept.
+* :func:`train_cyclegan` -- two ResNet generators ``G_A: A -> B`` and ``G_B: B -> A``, two PatchGANs,
+  LSGAN loss, cycle consistency and identity losses, and an :class:`ImagePool` of past fakes for the
+  discriminators. There is no ground truth, so the last generators are kept.
+
+Both use Adam, a constant learning rate for ``epochs`` epochs and then a linear decay to 0 over
+``decay_epochs`` more (:func:`linear_decay`). After every epoch the losses (and validation metrics)
+are appended to ``metrics.jsonl`` with ``step`` = epoch, and a checkpoint with weights, optimizers,
+schedulers, image pools and RNG states is saved atomically through :mod:`edgegan.runs`; ``resume``
+continues from it and gives the same weights as a run that was never interrupted. All randomness
+(initialisation, shuffling, crops, flips, dropout, the pool) comes from torch's global RNG, which is
+seeded from the config and restored with the checkpoint.
+
+Output folder::
+
+    out/
+        config.yaml  metrics.jsonl  checkpoints/
+        best_generator/  last_generator/      pix2pix (edgegan.load-able model folders)
+        G_A/  G_B/                            CycleGAN
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+import edgegan
+from edgegan.data.datasets import PairedDataset, UnpairedDataset, split_validation, subset
+from edgegan.errors import ConfigError
+from edgegan.losses import GANLoss, l1_loss
+from edgegan.metrics.reference import paired_metrics
+from edgegan.registry import get_architecture
+from edgegan.runs import RunDir, check_finite, load_checkpoint, save_checkpoint, set_seed
+
+__all__ = [
+    "GENERATORS",
+    "CycleGANConfig",
+    "ImagePool",
+    "Pix2PixConfig",
+    "ProgressFn",
+    "linear_decay",
+    "train_cyclegan",
+    "train_pix2pix",
+]
+
+PathLike = str | os.PathLike[str]
+ProgressFn = Callable[[int, int, dict[str, float]], None]
+"""``progress(epoch, total_epochs, metrics)``, called after each epoch's checkpoint is saved."""
+
+GENERATORS: tuple[str, ...] = ("resnet_generator", "unet_generator")
+PIX2PIX_GAN_MODES: tuple[str, ...] = ("hinge", "vanilla", "lsgan")
+VAL_METRICS: tuple[str, ...] = ("psnr", "ssim")
+PSNR_CAP_DB = 100.0  # a perfect reconstruction has infinite PSNR; cap it so averages stay finite
+KEEP_CHECKPOINTS = 2
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def _check_schedule(cfg: Any) -> None:
+    """Checks shared by both configs (sizes and direction are checked by the data sets)."""
+    for name in ("epochs", "decay_epochs"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{name} must be a non-negative int, got {value!r}")
+    if cfg.epochs + cfg.decay_epochs < 1:
+        raise ConfigError("epochs + decay_epochs must be at least 1")
+    if isinstance(cfg.batch_size, bool) or not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive int, got {cfg.batch_size!r}")
+    if not cfg.lr > 0:
+        raise ConfigError(f"lr must be positive, got {cfg.lr!r}")
+    for name in ("beta1", "beta2"):
+        if not 0.0 <= getattr(cfg, name) < 1.0:
+            raise ConfigError(f"{name} must be in [0, 1), got {getattr(cfg, name)!r}")
+    if not isinstance(cfg.generator_options, dict):
+        raise ConfigError(f"generator_options must be a dict, got {type(cfg.generator_options).__name__}")
+
+
+@dataclass
+class Pix2PixConfig:
+    """pix2pix recipe. ``epochs`` at constant ``lr``, then ``decay_epochs`` of linear decay to 0."""
+
+    generator: str = "resnet_generator"
+    generator_options: dict[str, Any] = field(default_factory=dict)
+    ndf: int = 64
+    n_layers_d: int = 3
+    gan_mode: str = "hinge"
+    lambda_l1: float = 100.0
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    epochs: int = 100
+    decay_epochs: int = 100
+    batch_size: int = 1
+    load_size: int = 286
+    crop_size: int = 256
+    direction: str = "AtoB"
+    val_fraction: float = 0.1
+    seed: int = 0
+    val_metric: str = "psnr"
+
+    def __post_init__(self) -> None:
+        if self.generator not in GENERATORS:
+            raise ConfigError(f"generator must be one of {', '.join(GENERATORS)}, got {self.generator!r}")
+        if self.gan_mode not in PIX2PIX_GAN_MODES:
+            raise ConfigError(f"gan_mode must be one of {', '.join(PIX2PIX_GAN_MODES)}, got {self.gan_mode!r}")
+        if self.val_metric not in VAL_METRICS:
+            raise ConfigError(f"val_metric must be one of {', '.join(VAL_METRICS)}, got {self.val_metric!r}")
+        if not self.lambda_l1 >= 0:
+            raise ConfigError(f"lambda_l1 must be >= 0, got {self.lambda_l1!r}")
+        _check_schedule(self)
+
+
+@dataclass
+class CycleGANConfig:
+    """CycleGAN recipe: ResNet generators (``generator_options`` e.g. ``ngf``, ``n_blocks``), LSGAN.
+
+    The identity loss weight is ``lambda_identity * lambda_cycle``; ``pool_size`` 0 disables the pool.
+    """
+
+    generator_options: dict[str, Any] = field(default_factory=dict)
+    ndf: int = 64
+    n_layers_d: int = 3
+    gan_mode: str = "lsgan"
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 0.5
+    pool_size: int = 50
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    epochs: int = 100
+    decay_epochs: int = 100
+    batch_size: int = 1
+    load_size: int = 286
+    crop_size: int = 256
+    direction: str = "AtoB"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.gan_mode not in PIX2PIX_GAN_MODES:
+            raise ConfigError(f"gan_mode must be one of {', '.join(PIX2PIX_GAN_MODES)}, got {self.gan_mode!r}")
+        if not self.lambda_cycle >= 0 or not self.lambda_identity >= 0:
+            raise ConfigError("lambda_cycle and lambda_identity must be >= 0")
+        if isinstance(self.pool_size, bool) or not isinstance(self.pool_size, int) or self.pool_size < 0:
+            raise ConfigError(f"pool_size must be a non-negative int, got {self.pool_size!r}")
+        _check_schedule(self)
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def linear_decay(epochs: int, decay_epochs: int) -> Callable[[int], float]:
+    """Learning-rate factor for ``LambdaLR`` stepped once per epoch (``e`` = epochs completed).
+
+    1.0 during the first ``epochs`` epochs, then ``decay_epochs / (decay_epochs + 1)``, ...,
+    ``1 / (decay_epochs + 1)`` for the decay epochs, and 0 once they are all done.
+    """
+
+    def factor(e: int) -> float:
+        return max(0.0, 1.0 - max(0, e + 1 - epochs) / (decay_epochs + 1))
+
+    return factor
+
+
+class ImagePool:
+    """A buffer of generated images shown to a discriminator (Shrivastava et al.).
+
+    Until ``size`` images are stored, :meth:`query` stores and returns the new ones. Once full,
+    each new image is returned as is with probability 0.5; otherwise a random stored image is
+    returned and the new one takes its place. ``size`` 0 returns its input unchanged. Randomness
+    comes from torch's global RNG (or ``generator``). Has ``state_dict``/``load_state_dict`` so
+    training checkpoints hold the pool (:func:`edgegan.runs.save_checkpoint` takes it as a
+    scheduler-like object).
+    """
+
+    def __init__(self, size: int = 50, generator: torch.Generator | None = None) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ConfigError(f"image pool size must be a non-negative int, got {size!r}")
+        self.size = size
+        self.generator = generator
+        self.images: list[Tensor] = []
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def query(self, images: Tensor) -> Tensor:
+        """A batch like ``images`` (detached), mixing new and stored images as described above."""
+        images = images.detach()
+        if self.size == 0:
+            return images
+        out = []
+        for image in images:
+            if len(self.images) < self.size:
+                self.images.append(image.clone())
+                out.append(image)
+            elif torch.rand((), generator=self.generator).item() < 0.5:
+                i = int(torch.randint(self.size, (1,), generator=self.generator).item())
+                out.append(self.images[i].to(image.device))
+                self.images[i] = image.clone()
+            else:
+                out.append(image)
+        return torch.stack(out)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"size": self.size, "images": list(self.images)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("size") != self.size:
+            raise ValueError(f"image pool of size {state.get('size')} cannot be loaded into one of size {self.size}")
+        self.images = list(state["images"])
+
+
+def _typed_options(arch: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` (CLI strings or values) converted to the architecture's field types, RGB checked."""
+    config = get_architecture(arch).config_cls.from_dict(dict(options))
+    typed = {k: v for k, v in config.to_dict().items() if k in options}
+    if getattr(config, "input_nc", 3) != 3 or getattr(config, "output_nc", 3) != 3:
+        raise ConfigError("teacher generators map RGB to RGB: input_nc and output_nc must be 3")
+    return typed
+
+
+def _adam(params: Iterable[nn.Parameter], cfg: Any) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: Any) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(opt, linear_decay(cfg.epochs, cfg.decay_epochs))
+
+
+def _requires_grad(net: nn.Module, flag: bool) -> None:
+    for p in net.parameters():
+        p.requires_grad_(flag)
+
+
+def _train_loader(dataset: Dataset[Any], batch_size: int) -> DataLoader[Any]:
+    # num_workers=0 with shuffle=True: the sampler draws its seed from torch's global RNG each
+    # epoch, and crops/flips come from it too, so a resumed run sees the same batches.
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0)
+
+
+def _resolved(path: PathLike | None) -> str | None:
+    return None if path is None else str(Path(path).resolve())
+
+
+def _mean(totals: dict[str, float], n: int) -> dict[str, float]:
+    return {k: v / max(n, 1) for k, v in totals.items()}
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _to_unit(x: Tensor) -> Tensor:
+    """[-1, 1] images -> [0, 1], as the reference metrics expect."""
+    return ((x.float() + 1) / 2).clamp(0, 1)
+
+
+@torch.no_grad()
+def _validate(generator: nn.Module, loader: DataLoader[Any], device: torch.device) -> dict[str, float]:
+    """Mean PSNR (capped at 100 dB) and SSIM of ``G(input)`` against the target, on [0, 1] images."""
+    generator.eval()
+    scores: dict[str, list[Tensor]] = {"psnr": [], "ssim": []}
+    for batch in loader:
+        fake = generator(batch["A"].to(device))
+        m = paired_metrics(_to_unit(batch["B"].to(device)), _to_unit(fake))
+        scores["psnr"].append(m["psnr"].clamp(max=PSNR_CAP_DB).cpu())
+        scores["ssim"].append(m["ssim"].cpu())
+    generator.train()
+    return {f"val_{k}": float(torch.cat(v).mean()) for k, v in scores.items()}
+
+
+# --------------------------------------------------------------------------- pix2pix
+
+
+def _pix2pix_data(
+    a_dir: PathLike | None, b_dir: PathLike | None, data_root: PathLike | None, cfg: Pix2PixConfig
+) -> tuple[PairedDataset, PairedDataset]:
+    """(training, evaluation-mode) views of the same pairs."""
+    kw: dict[str, Any] = {"direction": cfg.direction, "load_size": cfg.load_size, "crop_size": cfg.crop_size}
+    if data_root is not None:
+        if a_dir is not None or b_dir is not None:
+            raise ConfigError("give either A and B folders or one aligned data folder, not both")
+        return PairedDataset(data_root, train=True, **kw), PairedDataset(data_root, train=False, **kw)
+    if a_dir is None or b_dir is None:
+        raise ConfigError("pix2pix needs an A folder and a B folder (or one aligned A|B data folder)")
+    train = PairedDataset.from_folders(a_dir, b_dir, train=True, **kw)
+    return train, PairedDataset.from_folders(a_dir, b_dir, train=False, **kw)
+
+
+def train_pix2pix(
+    a_dir: PathLike | None,
+    b_dir: PathLike | None,
+    out: PathLike,
+    cfg: Pix2PixConfig | None = None,
+    *,
+    data_root: PathLike | None = None,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Train a pix2pix teacher on pairs matched by file stem in ``a_dir``/``b_dir`` (or on aligned
+    ``A|B`` images in ``data_root``, passing ``None`` for both folders); see the module docs.
+
+    Returns ``{"run", "epochs", "epochs_run", "resumed_from", "val_metric", "best_epoch",
+    "best_metric", "best_generator", "last_generator", "last_metrics"}``. Without a validation slice
+    (``val_fraction`` 0, or a single pair) the best generator is the last one and ``best_metric``
+    is None. Raises :class:`~edgegan.errors.EdgeganError` subclasses for bad input, before the run
+    folder is touched, and :class:`~edgegan.errors.NonFiniteError` if a loss becomes NaN/inf.
+    """
+    cfg = cfg or Pix2PixConfig()
+    cfg = dataclasses.replace(cfg, generator_options=_typed_options(cfg.generator, cfg.generator_options))
+    device = torch.device(device)
+    out = Path(out)
+    total_epochs = cfg.epochs + cfg.decay_epochs
+
+    # Data: a fixed validation slice, scored in evaluation mode (resize only, no randomness).
+    train_full, eval_full = _pix2pix_data(a_dir, b_dir, data_root, cfg)
+    train_idx, val_idx = split_validation(len(train_full), cfg.val_fraction, cfg.seed)
+    train_loader = _train_loader(subset(train_full, train_idx), cfg.batch_size)
+    val_loader = DataLoader(subset(eval_full, val_idx), batch_size=cfg.batch_size) if val_idx else None
+
+    # Models, losses, optimizers; everything random is seeded here and restored on resume.
+    set_seed(cfg.seed)
+    G = edgegan.build(cfg.generator, **cfg.generator_options).to(device)
+    D = edgegan.build("patch_discriminator", input_nc=6, ndf=cfg.ndf, n_layers=cfg.n_layers_d).to(device)
+    gan_loss = GANLoss(cfg.gan_mode)  # type: ignore[arg-type]
+    opt_g, opt_d = _adam(G.parameters(), cfg), _adam(D.parameters(), cfg)
+    sched_g, sched_d = _scheduler(opt_g, cfg), _scheduler(opt_d, cfg)
+    state = {
+        "modules": {"G": G, "D": D},
+        "optimizers": {"G": opt_g, "D": opt_d},
+        "schedulers": {"G": sched_g, "D": sched_d},
+    }
+
+    run_config = {
+        "recipe": "pix2pix",
+        "data": {"a_dir": _resolved(a_dir), "b_dir": _resolved(b_dir), "data_root": _resolved(data_root)},
+        "train": cfg,
+    }
+    run = RunDir(out, run_config, resume=resume)
+    ckpt = load_checkpoint(run, **state) if resume else None
+    start_epoch = ckpt.step if ckpt else 0
+    best = (ckpt.extra or {}) if ckpt else {}
+    best_epoch: int | None = best.get("best_epoch")
+    best_metric: float | None = best.get("best_metric")
+    best_dir, last_dir = out / "best_generator", out / "last_generator"
+    metrics: dict[str, float] = {}
+
+    G.train()
+    D.train()
+    for epoch in range(start_epoch + 1, total_epochs + 1):
+        totals = {"loss_D": 0.0, "loss_G": 0.0, "loss_G_GAN": 0.0, "loss_G_L1": 0.0}
+        n_batches = 0
+        for batch in train_loader:
+            real_a, real_b = batch["A"].to(device), batch["B"].to(device)
+            fake_b = G(real_a)
+
+            # D step: real pairs (input, target) against fake pairs (input, G(input)).
+            _requires_grad(D, True)
+            pred_real = D(torch.cat([real_a, real_b], 1))
+            pred_fake = D(torch.cat([real_a, fake_b.detach()], 1))
+            loss_d = 0.5 * (gan_loss(pred_real, True) + gan_loss(pred_fake, False))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+
+            # G step: fool D and stay close to the target.
+            _requires_grad(D, False)
+            loss_g_gan = gan_loss(D(torch.cat([real_a, fake_b], 1)), True, for_discriminator=False)
+            loss_g_l1 = cfg.lambda_l1 * l1_loss(fake_b, real_b)
+            loss_g = loss_g_gan + loss_g_l1
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+
+            check_finite(epoch, checkpoint=run, loss_D=loss_d, loss_G_GAN=loss_g_gan, loss_G_L1=loss_g_l1)
+            totals["loss_D"] += loss_d.item()
+            totals["loss_G"] += loss_g.item()
+            totals["loss_G_GAN"] += loss_g_gan.item()
+            totals["loss_G_L1"] += loss_g_l1.item()
+            n_batches += 1
+        _requires_grad(D, True)
+        lr = opt_g.param_groups[0]["lr"]  # the rate this epoch trained with
+        sched_g.step()
+        sched_d.step()
+
+        # Validation, logging, model folders, then the checkpoint (the commit point of the epoch).
+        metrics = {**_mean(totals, n_batches), "lr": lr}
+        if val_loader is not None:
+            metrics.update(_validate(G, val_loader, device))
+            score = metrics[f"val_{cfg.val_metric}"]
+            improved = best_metric is None or score > best_metric
+        else:
+            score, improved = None, True
+        run.log(epoch, epoch=epoch, **metrics)
+        if improved:
+            best_epoch, best_metric = epoch, _finite_or_none(score)
+            G.save(best_dir)
+        G.save(last_dir)
+        save_checkpoint(
+            run,
+            epoch,
+            **state,
+            extra={"best_epoch": best_epoch, "best_metric": best_metric},
+            keep=KEEP_CHECKPOINTS,
+        )
+        if progress is not None:
+            progress(epoch, total_epochs, metrics)
+
+    return {
+        "run": str(out),
+        "epochs": total_epochs,
+        "epochs_run": total_epochs - start_epoch,
+        "resumed_from": start_epoch if ckpt else None,
+        "val_metric": cfg.val_metric if val_loader is not None else None,
+        "best_epoch": best_epoch,
+        "best_metric": best_metric,
+        "best_generator": str(best_dir),
+        "last_generator": str(last_dir),
+        "last_metrics": metrics,
+    }
+
+
+# --------------------------------------------------------------------------- CycleGAN
+
+
+def train_cyclegan(
+    root: PathLike,
+    out: PathLike,
+    cfg: CycleGANConfig | None = None,
+    *,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Train CycleGAN teachers on ``root/trainA`` and ``root/trainB``; see the module docs.
+
+    ``G_A`` maps A to B, ``G_B`` maps B to A (``direction="BtoA"`` swaps the folders). Returns
+    ``{"run", "epochs", "epochs_run", "resumed_from", "G_A", "G_B", "last_metrics"}``.
+    """
+    cfg = cfg or CycleGANConfig()
+    cfg = dataclasses.replace(cfg, generator_options=_typed_options("resnet_generator", cfg.generator_options))
+    device = torch.device(device)
+    out = Path(out)
+    total_epochs = cfg.epochs + cfg.decay_epochs
+    lambda_idt = cfg.lambda_identity * cfg.lambda_cycle
+
+    dataset = UnpairedDataset(
+        root, phase="train", direction=cfg.direction, load_size=cfg.load_size, crop_size=cfg.crop_size
+    )
+    loader = _train_loader(dataset, cfg.batch_size)
+
+    set_seed(cfg.seed)
+    G_A = edgegan.build("resnet_generator", **cfg.generator_options).to(device)  # A -> B
+    G_B = edgegan.build("resnet_generator", **cfg.generator_options).to(device)  # B -> A
+    D_A = edgegan.build("patch_discriminator", input_nc=3, ndf=cfg.ndf, n_layers=cfg.n_layers_d).to(device)  # real B?
+    D_B = edgegan.build("patch_discriminator", input_nc=3, ndf=cfg.ndf, n_layers=cfg.n_layers_d).to(device)  # real A?
+    gan_loss = GANLoss(cfg.gan_mode)  # type: ignore[arg-type]
+    opt_g = _adam(itertools.chain(G_A.parameters(), G_B.parameters()), cfg)
+    opt_d = _adam(itertools.chain(D_A.parameters(), D_B.parameters()), cfg)
+    sched_g, sched_d = _scheduler(opt_g, cfg), _scheduler(opt_d, cfg)
+    pool_a, pool_b = ImagePool(cfg.pool_size), ImagePool(cfg.pool_size)  # past fake A / fake B images
+    state = {
+        "modules": {"G_A": G_A, "G_B": G_B, "D_A": D_A, "D_B": D_B},
+        "optimizers": {"G": opt_g, "D": opt_d},
+        "schedulers": {"G": sched_g, "D": sched_d, "pool_A": pool_a, "pool_B": pool_b},
+    }
+
+    run_config = {"recipe": "cyclegan", "data": {"root": _resolved(root)}, "train": cfg}
+    run = RunDir(out, run_config, resume=resume)
+    ckpt = load_checkpoint(run, **state) if resume else None
+    start_epoch = ckpt.step if ckpt else 0
+    metrics: dict[str, float] = {}
+
+    for net in (G_A, G_B, D_A, D_B):
+        net.train()
+    for epoch in range(start_epoch + 1, total_epochs + 1):
+        totals = dict.fromkeys(("loss_D_A", "loss_D_B", "loss_G_A", "loss_G_B", "loss_cycle", "loss_idt"), 0.0)
+        n_batches = 0
+        for batch in loader:
+            real_a, real_b = batch["A"].to(device), batch["B"].to(device)
+            fake_b = G_A(real_a)
+            rec_a = G_B(fake_b)
+            fake_a = G_B(real_b)
+            rec_b = G_A(fake_a)
+
+            # D step: D_A tells real B from (pooled) fake B, D_B real A from fake A.
+            _requires_grad(D_A, True)
+            _requires_grad(D_B, True)
+            pooled_b, pooled_a = pool_b.query(fake_b), pool_a.query(fake_a)
+            loss_d_a = 0.5 * (gan_loss(D_A(real_b), True) + gan_loss(D_A(pooled_b), False))
+            loss_d_b = 0.5 * (gan_loss(D_B(real_a), True) + gan_loss(D_B(pooled_a), False))
+            opt_d.zero_grad(set_to_none=True)
+            (loss_d_a + loss_d_b).backward()
+            opt_d.step()
+
+            # G step: fool both Ds, reconstruct through the cycle, leave target-domain images alone.
+            _requires_grad(D_A, False)
+            _requires_grad(D_B, False)
+            loss_g_a = gan_loss(D_A(fake_b), True, for_discriminator=False)
+            loss_g_b = gan_loss(D_B(fake_a), True, for_discriminator=False)
+            loss_cycle = cfg.lambda_cycle * (l1_loss(rec_a, real_a) + l1_loss(rec_b, real_b))
+            if lambda_idt > 0:
+                loss_idt = lambda_idt * (l1_loss(G_A(real_b), real_b) + l1_loss(G_B(real_a), real_a))
+            else:
+                loss_idt = torch.zeros((), device=device)
+            loss_g = loss_g_a + loss_g_b + loss_cycle + loss_idt
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+
+            losses = {
+                "loss_D_A": loss_d_a,
+                "loss_D_B": loss_d_b,
+                "loss_G_A": loss_g_a,
+                "loss_G_B": loss_g_b,
+                "loss_cycle": loss_cycle,
+                "loss_idt": loss_idt,
+            }
+            check_finite(epoch, checkpoint=run, **losses)
+            for name, value in losses.items():
+                totals[name] += value.item()
+            n_batches += 1
+        _requires_grad(D_A, True)
+        _requires_grad(D_B, True)
+        lr = opt_g.param_groups[0]["lr"]
+        sched_g.step()
+        sched_d.step()
+
+        # No ground truth to validate against: log the losses and keep the latest generators.
+        metrics = {**_mean(totals, n_batches), "lr": lr}
+        run.log(epoch, epoch=epoch, **metrics)
+        G_A.save(out / "G_A")
+        G_B.save(out / "G_B")
+        save_checkpoint(run, epoch, **state, keep=KEEP_CHECKPOINTS)
+        if progress is not None:
+            progress(epoch, total_epochs, metrics)
+
+    return {
+        "run": str(out),
+        "epochs": total_epochs,
+        "epochs_run": total_epochs - start_epoch,
+        "resumed_from": start_epoch if ckpt else None,
+        "G_A": str(out / "G_A"),
+        "G_B": str(out / "G_B"),
+        "last_metrics": metrics,
+    }

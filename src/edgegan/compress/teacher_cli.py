@@ -1,0 +1,182 @@
+"""``edgegan teacher``: train the full-size pix2pix / CycleGAN generators that compression starts from."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from edgegan.errors import ConfigError
+
+app = typer.Typer(help="Train teacher generators: pix2pix (paired) and CycleGAN (unpaired).", no_args_is_help=True)
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 132)
+
+
+class EpochBar:
+    """A rich progress bar over epochs; pass the instance as the recipes' ``progress`` callback."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task: Any = None
+
+    def __call__(self, epoch: int, total: int, metrics: dict[str, float]) -> None:
+        shown = "  ".join(f"{k}={v:.3g}" for k, v in metrics.items() if k.startswith(("loss_D", "loss_G", "val_")))
+        if self.task is None:
+            self.task = self.progress.add_task(self.title, total=total)
+        self.progress.update(self.task, completed=epoch, total=total, description=f"{self.title} epoch {epoch}")
+        self.progress.console.print(f"epoch {epoch}/{total}  {shown}")
+
+    def __enter__(self) -> EpochBar:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+
+def _options(pairs: list[str]) -> dict[str, str]:
+    from edgegan.cli import parse_options  # imported late: edgegan.cli mounts this app
+
+    return parse_options(pairs)
+
+
+def _device(device: str) -> str:
+    import torch
+
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"--device must be cpu or cuda[:N], got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device on this machine")
+    return device
+
+
+def _check_folder(path: Path | None, flag: str) -> None:
+    if path is not None and not path.is_dir():
+        raise ConfigError(f"{flag} {path}: {'not a folder' if path.exists() else 'folder not found'}")
+
+
+_OPTION_HELP = "Generator option key=value (repeatable), e.g. -o ngf=32 -o n_blocks=6."
+
+
+@app.command("pix2pix")
+def pix2pix_cmd(
+    a: Path | None = typer.Option(None, "--a", help="Folder of input (A) images."),
+    b: Path | None = typer.Option(None, "--b", help="Folder of target (B) images, matched to A by file stem."),
+    data_root: Path | None = typer.Option(None, "--data-root", help="Instead of --a/--b: aligned A|B images."),
+    out: Path = typer.Option(..., "--out", help="Run folder."),
+    generator: str = typer.Option("resnet_generator", help="resnet_generator or unet_generator."),
+    option: list[str] = typer.Option([], "-o", "--option", help=_OPTION_HELP),
+    epochs: int = typer.Option(100, help="Epochs at the initial learning rate."),
+    decay_epochs: int = typer.Option(100, help="Further epochs with the learning rate decaying linearly to 0."),
+    load_size: int = typer.Option(286, help="Images are resized to this square size..."),
+    crop_size: int = typer.Option(256, help="...then randomly cropped to this one."),
+    direction: str = typer.Option("AtoB", help="AtoB or BtoA."),
+    gan_mode: str = typer.Option("hinge", help="hinge, vanilla or lsgan."),
+    lambda_l1: float = typer.Option(100.0, help="Weight of the L1 loss."),
+    lr: float = typer.Option(2e-4, help="Adam learning rate."),
+    batch_size: int = typer.Option(1, help="Batch size."),
+    ndf: int = typer.Option(64, help="Discriminator width."),
+    n_layers_d: int = typer.Option(3, help="Discriminator depth (3: 70x70 patches)."),
+    val_fraction: float = typer.Option(0.1, help="Share of the pairs held out for validation."),
+    val_metric: str = typer.Option("psnr", help="psnr or ssim: picks the best generator."),
+    seed: int = typer.Option(0, help="Random seed."),
+    device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
+) -> None:
+    """Train a pix2pix teacher on paired images; keeps the best generator by validation PSNR/SSIM."""
+    from edgegan.compress.teacher import Pix2PixConfig, train_pix2pix
+
+    if data_root is None and (a is None or b is None):
+        raise ConfigError("pix2pix needs --a and --b image folders (or --data-root with aligned A|B images)")
+    if data_root is not None and (a is not None or b is not None):
+        raise ConfigError("give either --a/--b or --data-root, not both")
+    for path, flag in ((a, "--a"), (b, "--b"), (data_root, "--data-root")):
+        _check_folder(path, flag)
+    cfg = Pix2PixConfig(
+        generator=generator.replace("-", "_"),
+        generator_options=_options(option),
+        ndf=ndf,
+        n_layers_d=n_layers_d,
+        gan_mode=gan_mode,
+        lambda_l1=lambda_l1,
+        lr=lr,
+        epochs=epochs,
+        decay_epochs=decay_epochs,
+        batch_size=batch_size,
+        load_size=load_size,
+        crop_size=crop_size,
+        direction=direction,
+        val_fraction=val_fraction,
+        seed=seed,
+        val_metric=val_metric,
+    )
+    dev = _device(device)
+    with EpochBar("pix2pix") as bar:
+        summary = train_pix2pix(a, b, out, cfg, data_root=data_root, resume=resume, progress=bar, device=dev)
+    if summary["best_metric"] is not None:
+        score = f"val_{summary['val_metric']} {summary['best_metric']:.4g}"
+        console.print(f"best generator (epoch {summary['best_epoch']}, {score}): {summary['best_generator']}")
+    else:
+        console.print(f"no validation pairs; best generator is the last one: {summary['best_generator']}")
+    console.print(f"last generator: {summary['last_generator']}  (metrics: {Path(summary['run']) / 'metrics.jsonl'})")
+
+
+@app.command("cyclegan")
+def cyclegan_cmd(
+    root: Path = typer.Option(..., "--root", help="Folder with trainA/ and trainB/ image folders."),
+    out: Path = typer.Option(..., "--out", help="Run folder."),
+    option: list[str] = typer.Option([], "-o", "--option", help=_OPTION_HELP),
+    epochs: int = typer.Option(100, help="Epochs at the initial learning rate."),
+    decay_epochs: int = typer.Option(100, help="Further epochs with the learning rate decaying linearly to 0."),
+    load_size: int = typer.Option(286, help="Images are resized to this square size..."),
+    crop_size: int = typer.Option(256, help="...then randomly cropped to this one."),
+    direction: str = typer.Option("AtoB", help="AtoB or BtoA (swaps trainA and trainB)."),
+    gan_mode: str = typer.Option("lsgan", help="lsgan, vanilla or hinge."),
+    lambda_cycle: float = typer.Option(10.0, help="Weight of the cycle-consistency loss."),
+    lambda_identity: float = typer.Option(0.5, help="Identity loss weight, relative to --lambda-cycle."),
+    pool_size: int = typer.Option(50, help="Fake images buffered for the discriminators (0: none)."),
+    lr: float = typer.Option(2e-4, help="Adam learning rate."),
+    batch_size: int = typer.Option(1, help="Batch size."),
+    ndf: int = typer.Option(64, help="Discriminator width."),
+    n_layers_d: int = typer.Option(3, help="Discriminator depth."),
+    seed: int = typer.Option(0, help="Random seed."),
+    device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
+) -> None:
+    """Train CycleGAN teachers (G_A: A->B, G_B: B->A) on unpaired images."""
+    from edgegan.compress.teacher import CycleGANConfig, train_cyclegan
+
+    _check_folder(root, "--root")
+    cfg = CycleGANConfig(
+        generator_options=_options(option),
+        ndf=ndf,
+        n_layers_d=n_layers_d,
+        gan_mode=gan_mode,
+        lambda_cycle=lambda_cycle,
+        lambda_identity=lambda_identity,
+        pool_size=pool_size,
+        lr=lr,
+        epochs=epochs,
+        decay_epochs=decay_epochs,
+        batch_size=batch_size,
+        load_size=load_size,
+        crop_size=crop_size,
+        direction=direction,
+        seed=seed,
+    )
+    dev = _device(device)
+    with EpochBar("cyclegan") as bar:
+        summary = train_cyclegan(root, out, cfg, resume=resume, progress=bar, device=dev)
+    console.print(f"generators: G_A (A->B) {summary['G_A']}, G_B (B->A) {summary['G_B']}")

@@ -1,0 +1,274 @@
+"""Teacher recipes (pix2pix, CycleGAN) on tiny generated data sets."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import edgegan
+from edgegan.compress import teacher
+from edgegan.compress.teacher import (
+    CycleGANConfig,
+    ImagePool,
+    Pix2PixConfig,
+    linear_decay,
+    train_cyclegan,
+    train_pix2pix,
+)
+from edgegan.compress.teacher_cli import app
+from edgegan.data.images import save_image
+from edgegan.errors import ConfigError, EdgeganError, ImageLoadError, NonFiniteError
+from edgegan.models import ResnetGenerator
+
+TINY = {"ngf": 4, "n_blocks": 1}
+
+
+def tiny_pix2pix(**changes):
+    base = dict(
+        generator_options=dict(TINY),
+        ndf=4,
+        n_layers_d=1,
+        load_size=36,
+        crop_size=32,
+        epochs=2,
+        decay_epochs=1,
+        val_fraction=0.2,
+    )
+    return Pix2PixConfig(**{**base, **changes})
+
+
+def smooth_image(gen, size=32):
+    """A random low-frequency RGB image in [-1, 1]."""
+    coarse = torch.rand(1, 3, 4, 4, generator=gen) * 2 - 1
+    return torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)[0]
+
+
+def make_pairs(root, n=6):
+    """A/ and B/ folders where B is the colour-inverted A."""
+    gen = torch.Generator().manual_seed(1)
+    for i in range(n):
+        a = smooth_image(gen)
+        save_image(a, root / "A" / f"{i:02d}.png")
+        save_image(-a, root / "B" / f"{i:02d}.png")
+    return root / "A", root / "B"
+
+
+def make_unpaired(root, n_a=3, n_b=2):
+    gen = torch.Generator().manual_seed(2)
+    for i in range(n_a):
+        save_image(smooth_image(gen), root / "trainA" / f"a{i}.png")
+    for i in range(n_b):
+        save_image(smooth_image(gen).flip(0), root / "trainB" / f"b{i}.png")
+    return root
+
+
+def rows(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    return make_pairs(tmp_path_factory.mktemp("pairs"))
+
+
+@pytest.fixture(scope="module")
+def full_run(pairs, tmp_path_factory):
+    """One uninterrupted pix2pix run (3 epochs), shared by several tests."""
+    out = tmp_path_factory.mktemp("full") / "run"
+    seen = []
+    summary = train_pix2pix(*pairs, out, tiny_pix2pix(), progress=lambda e, t, m: seen.append((e, t)))
+    return out, summary, seen
+
+
+def test_pix2pix_trains_logs_and_keeps_best_and_last(full_run):
+    out, summary, seen = full_run
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    assert summary["epochs"] == 3 and summary["epochs_run"] == 3 and summary["resumed_from"] is None
+    log = rows(out)
+    assert [r["step"] for r in log] == [1, 2, 3]
+    for r in log:
+        assert {"loss_D", "loss_G", "loss_G_GAN", "loss_G_L1", "val_psnr", "val_ssim", "lr"} <= r.keys()
+    best = max(log, key=lambda r: r["val_psnr"])
+    assert summary["best_epoch"] == best["step"]
+    assert summary["best_metric"] == pytest.approx(best["val_psnr"])
+    for name in ("best_generator", "last_generator"):
+        model = edgegan.load(out / name)
+        assert isinstance(model, ResnetGenerator) and model.config.ngf == 4
+        assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+    assert summary["best_generator"] == str(out / "best_generator")
+
+
+def test_pix2pix_resume_matches_uninterrupted_run(pairs, full_run, tmp_path):
+    full_out, full_summary, _ = full_run
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(epoch, total, metrics):
+        if epoch == 1:
+            raise Stop
+
+    out = tmp_path / "run"
+    with pytest.raises(Stop):
+        train_pix2pix(*pairs, out, tiny_pix2pix(), progress=stop_after_first)
+    assert [r["step"] for r in rows(out)] == [1]
+    with pytest.raises(EdgeganError, match="--resume"):
+        train_pix2pix(*pairs, out, tiny_pix2pix())  # never overwrites a run silently
+    torch.manual_seed(123)  # the caller's RNG state must not matter
+    summary = train_pix2pix(*pairs, out, tiny_pix2pix(), resume=True)
+    assert summary["resumed_from"] == 1 and summary["epochs_run"] == 2
+    assert summary["epochs"] == full_summary["epochs"]
+    assert summary["best_epoch"] == full_summary["best_epoch"]
+    assert [r["step"] for r in rows(out)] == [1, 2, 3]
+    for name in ("last_generator", "best_generator"):
+        resumed, straight = edgegan.load(out / name).state_dict(), edgegan.load(full_out / name).state_dict()
+        for key in straight:
+            assert torch.equal(resumed[key], straight[key]), (name, key)
+    # Resuming a finished run trains nothing more.
+    again = train_pix2pix(*pairs, out, tiny_pix2pix(), resume=True)
+    assert again["epochs_run"] == 0 and again["best_epoch"] == full_summary["best_epoch"]
+
+
+def test_pix2pix_aligned_folder_and_string_options(tmp_path):
+    gen = torch.Generator().manual_seed(3)
+    for i in range(3):
+        a = smooth_image(gen)
+        save_image(torch.cat([a, -a], dim=2), tmp_path / "data" / f"{i}.png")  # A|B side by side
+    cfg = tiny_pix2pix(epochs=1, decay_epochs=0, generator_options={"ngf": "4", "n_blocks": "1"})
+    summary = train_pix2pix(None, None, tmp_path / "run", cfg, data_root=tmp_path / "data")
+    assert summary["epochs"] == 1 and summary["best_epoch"] == 1
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "ngf: 4" in saved  # options are stored typed, so the API and the CLI resume alike
+
+
+def test_pix2pix_nan_guard(pairs, tmp_path, monkeypatch):
+    monkeypatch.setattr(teacher, "l1_loss", lambda x, y: torch.tensor(float("nan")))
+    with pytest.raises(NonFiniteError, match="loss_G_L1"):
+        train_pix2pix(*pairs, tmp_path / "run", tiny_pix2pix())
+
+
+def test_cyclegan_one_epoch_writes_generators(tmp_path):
+    root = make_unpaired(tmp_path / "data")
+    cfg = CycleGANConfig(
+        generator_options=dict(TINY), ndf=4, n_layers_d=1, pool_size=2, load_size=36, crop_size=32, epochs=1,
+        decay_epochs=0,
+    )  # fmt: skip
+    summary = train_cyclegan(root, tmp_path / "run", cfg)
+    assert summary["epochs"] == 1
+    (row,) = rows(tmp_path / "run")
+    assert {"loss_D_A", "loss_D_B", "loss_G_A", "loss_G_B", "loss_cycle", "loss_idt"} <= row.keys()
+    for name in ("G_A", "G_B"):
+        assert isinstance(edgegan.load(tmp_path / "run" / name), ResnetGenerator)
+
+
+def test_image_pool():
+    x = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 3, 2, 2)
+    assert torch.equal(ImagePool(0).query(x), x)  # size 0: pass-through
+
+    pool = ImagePool(4)
+    assert torch.equal(pool.query(x), x) and len(pool) == 4  # filling: returns the new images
+    from_pool = 0
+    for k in range(1, 51):
+        new = x + 10 * k  # every batch distinct from all earlier ones
+        out = pool.query(new)
+        assert out.shape == new.shape and len(pool) == 4
+        swapped = (out != new).flatten(1).any(1)
+        assert (out[swapped] < new[swapped]).all()  # an earlier image, from the store, replaced it
+        from_pool += int(swapped.sum())
+    assert 0.35 < from_pool / 200 < 0.65  # once full, about half come from the store
+
+    copy = ImagePool(4)
+    copy.load_state_dict(pool.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(copy.images, pool.images, strict=True))
+    with pytest.raises(ValueError):
+        ImagePool(3).load_state_dict(pool.state_dict())
+    with pytest.raises(ConfigError):
+        ImagePool(-1)
+
+
+def test_lr_schedule_constant_then_linear_to_zero():
+    factor = linear_decay(epochs=2, decay_epochs=3)
+    assert [factor(e) for e in range(6)] == pytest.approx([1, 1, 0.75, 0.5, 0.25, 0.0])
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    lrs = []
+    for _ in range(5):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([1, 1, 0.75, 0.5, 0.25]) and opt.param_groups[0]["lr"] == 0
+
+
+def test_bad_input(pairs, tmp_path):
+    a_dir, b_dir = pairs
+    with pytest.raises(ImageLoadError, match="not found"):
+        train_pix2pix(tmp_path / "nope", b_dir, tmp_path / "r1", tiny_pix2pix())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageLoadError, match="no image files"):
+        train_pix2pix(tmp_path / "empty", b_dir, tmp_path / "r2", tiny_pix2pix())
+    other = tmp_path / "other"
+    save_image(torch.zeros(3, 8, 8), other / "zz.png")
+    with pytest.raises(ConfigError, match="do not match"):
+        train_pix2pix(a_dir, other, tmp_path / "r3", tiny_pix2pix())
+    with pytest.raises(ConfigError, match="ngf"):
+        train_pix2pix(a_dir, b_dir, tmp_path / "r4", tiny_pix2pix(generator_options={"ngf": "many"}))
+    with pytest.raises(ConfigError, match="unknown option"):
+        train_pix2pix(a_dir, b_dir, tmp_path / "r5", tiny_pix2pix(generator_options={"widht": 3}))
+    with pytest.raises(ConfigError, match="crop_size"):
+        train_pix2pix(a_dir, b_dir, tmp_path / "r6", tiny_pix2pix(crop_size=64))
+    with pytest.raises(ConfigError, match="gan_mode"):
+        tiny_pix2pix(gan_mode="wasserstein")
+    with pytest.raises(ConfigError, match="generator"):
+        tiny_pix2pix(generator="patch_discriminator")
+    with pytest.raises(ConfigError, match="epochs"):
+        tiny_pix2pix(epochs=0, decay_epochs=0)
+    with pytest.raises(ImageLoadError, match="trainA"):
+        train_cyclegan(tmp_path, tmp_path / "r7", CycleGANConfig(generator_options=dict(TINY)))
+    assert not any((tmp_path / f"r{i}").exists() for i in range(1, 8))  # nothing written for bad input
+
+
+def test_cli_pix2pix_and_errors(pairs, tmp_path):
+    a_dir, b_dir = pairs
+    runner = CliRunner()
+    args = ["--a", str(a_dir), "--b", str(b_dir), "--load-size", "36", "--crop-size", "32", "--epochs", "1"]
+    args += ["--decay-epochs", "0", "--ndf", "4", "--n-layers-d", "1", "-o", "ngf=4", "-o", "n_blocks=1"]
+    result = runner.invoke(app, ["pix2pix", *args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "best generator" in result.output and "best_generator" in result.output
+    assert isinstance(edgegan.load(tmp_path / "run" / "best_generator"), ResnetGenerator)
+
+    bad = [
+        ["pix2pix", "--a", str(a_dir), "--out", str(tmp_path / "x")],  # no --b
+        ["pix2pix", "--a", str(tmp_path / "missing"), "--b", str(b_dir), "--out", str(tmp_path / "x")],
+        ["pix2pix", *args, "-o", "ngf", "--out", str(tmp_path / "x")],  # malformed option
+        ["pix2pix", *args, "--direction", "sideways", "--out", str(tmp_path / "x")],
+        ["cyclegan", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "x")],
+    ]
+    for argv in bad:
+        result = runner.invoke(app, argv)
+        assert isinstance(result.exception, EdgeganError), (argv, result.exception)
+        assert "\n" not in str(result.exception)
+
+
+def test_cyclegan_resume_matches_uninterrupted_run(tmp_path):
+    root = make_unpaired(tmp_path / "data")
+    cfg = CycleGANConfig(
+        generator_options=dict(TINY), ndf=4, n_layers_d=1, pool_size=2, load_size=36, crop_size=32, epochs=1,
+        decay_epochs=1,
+    )  # fmt: skip
+    train_cyclegan(root, tmp_path / "straight", cfg)
+
+    def stop(epoch, total, metrics):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_cyclegan(root, tmp_path / "resumed", cfg, progress=stop)
+    summary = train_cyclegan(root, tmp_path / "resumed", cfg, resume=True)
+    assert summary["resumed_from"] == 1 and summary["epochs_run"] == 1
+    for name in ("G_A", "G_B"):
+        a = edgegan.load(tmp_path / "resumed" / name).state_dict()
+        b = edgegan.load(tmp_path / "straight" / name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in b), name

@@ -470,7 +470,13 @@ def _add_subcommands() -> None:
 
     app.add_typer(setgan_app, name="setgan")
     app.add_typer(teacher_app, name="train", help="Train teacher generators: pix2pix and CycleGAN.")
-    app.add_typer(compress_app, name="compress", help="GAN Compression: distil a teacher into a mobile student.")
+    # One `compress` group: distil, train the once-for-all supernet, search it under a MACs budget.
+    from edgegan.compress.search_cli import search_cmd
+    from edgegan.compress.supernet_cli import supernet_cmd
+
+    compress_app.command("supernet")(supernet_cmd)
+    compress_app.command("search")(search_cmd)
+    app.add_typer(compress_app, name="compress", help="GAN Compression: distillation, supernet, search, export.")
     app.add_typer(client_app, name="client", help="Talk to an edgegan service: train remotely, render locally.")
 
 

@@ -181,7 +181,7 @@ class DistillConfig:
 # ----------------------------------------------------------------------- distillation layers
 
 
-def _check_generator(model: nn.Module, role: str) -> None:
+def check_generator(model: nn.Module, role: str) -> None:
     if not callable(getattr(model, "distill_feature_names", None)):
         raise ConfigError(
             f"the {role} is a {type(model).__name__}, which exposes no distillation features; "
@@ -191,8 +191,8 @@ def _check_generator(model: nn.Module, role: str) -> None:
 
 def distill_layers(teacher: nn.Module, student: nn.Module) -> list[str]:
     """The layer names both networks distil at; ConfigError if they do not line up."""
-    _check_generator(teacher, "teacher")
-    _check_generator(student, "student")
+    check_generator(teacher, "teacher")
+    check_generator(student, "student")
     t_names = list(teacher.distill_feature_names())  # type: ignore[operator]
     s_names = list(student.distill_feature_names())  # type: ignore[operator]
     if t_names != s_names:
@@ -334,10 +334,10 @@ def make_targets(batch: Mapping[str, Any], teacher_out: torch.Tensor, paired: bo
     return target
 
 
-def _eval_view(data: Dataset[Any]) -> Dataset[Any]:
+def eval_view(data: Dataset[Any]) -> Dataset[Any]:
     """The same items without random crops/flips (for validation), where the data set supports it."""
     if isinstance(data, Subset):
-        return Subset(_eval_view(data.dataset), list(data.indices))
+        return Subset(eval_view(data.dataset), list(data.indices))
     if isinstance(data, PairedDataset | UnpairedDataset) and data.train:
         view = copy.copy(data)
         view.train = False
@@ -345,7 +345,7 @@ def _eval_view(data: Dataset[Any]) -> Dataset[Any]:
     return data
 
 
-def _to01(x: torch.Tensor) -> torch.Tensor:
+def to01(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1) / 2).clamp(0, 1)
 
 
@@ -353,7 +353,7 @@ def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _describe(model: nn.Module) -> dict[str, Any]:
+def describe(model: nn.Module) -> dict[str, Any]:
     config = getattr(model, "config", None)
     return {
         "arch": getattr(model, "arch", type(model).__name__),
@@ -381,6 +381,30 @@ def _save_student(student: nn.Module, path: Path) -> None:
 # ------------------------------------------------------------------------------------ recipe
 
 
+def make_discriminator(
+    discriminator: nn.Module | None, input_nc: int, output_nc: int, ndf: int, n_layers: int, device: torch.device
+) -> tuple[nn.Module, bool]:
+    """A trainable copy of the teacher's discriminator, or a fresh conditional PatchGAN; also
+    whether it is conditional (sees input and image) or judges the image alone (CycleGAN's)."""
+    if discriminator is not None:
+        d = copy.deepcopy(discriminator).to(device)
+        for p in d.parameters():
+            p.requires_grad_(True)
+    else:
+        d = PatchDiscriminator(input_nc=input_nc + output_nc, ndf=ndf, n_layers=n_layers).to(device)
+    d_input_nc = getattr(getattr(d, "config", None), "input_nc", None)
+    if d_input_nc == input_nc + output_nc:
+        conditional = True
+    elif d_input_nc == output_nc:
+        conditional = False
+    else:
+        raise ConfigError(
+            f"the discriminator takes {d_input_nc} channels; expected {input_nc + output_nc} (conditional, input "
+            f"and image) or {output_nc} (the generated image only)"
+        )
+    return d.train(), conditional
+
+
 def distill(
     teacher: nn.Module,
     data: Dataset[Any],
@@ -405,7 +429,7 @@ def distill(
     """
     if not isinstance(cfg, DistillConfig):
         raise ConfigError(f"cfg must be a DistillConfig, got {type(cfg).__name__}")
-    _check_generator(teacher, "teacher")
+    check_generator(teacher, "teacher")
     n_items = len(data)  # type: ignore[arg-type]
     if n_items < 1:
         raise ConfigError("the data set is empty")
@@ -432,23 +456,7 @@ def distill(
     names = distill_layers(teacher, student)
     mapper = DistillMapper.for_models(teacher, student).to(dev)
 
-    if discriminator is not None:
-        d = copy.deepcopy(discriminator).to(dev)
-        for p in d.parameters():
-            p.requires_grad_(True)
-    else:
-        d = PatchDiscriminator(input_nc=input_nc + output_nc, ndf=cfg.ndf, n_layers=cfg.d_layers).to(dev)
-    d_input_nc = getattr(getattr(d, "config", None), "input_nc", None)
-    if d_input_nc == input_nc + output_nc:
-        conditional = True
-    elif d_input_nc == output_nc:
-        conditional = False
-    else:
-        raise ConfigError(
-            f"the discriminator takes {d_input_nc} channels; expected {input_nc + output_nc} (conditional, input "
-            f"and image) or {output_nc} (the generated image only)"
-        )
-    d.train()
+    d, conditional = make_discriminator(discriminator, input_nc, output_nc, cfg.ndf, cfg.d_layers, dev)
 
     def d_input(a: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         return torch.cat([a, image], 1) if conditional else image
@@ -467,16 +475,16 @@ def distill(
     # ---- data: a fixed held-out slice for validation
     train_idx, val_idx = split_validation(n_items, cfg.val_fraction, cfg.seed) if n_items > 1 else ([0], [])
     train_set = subset(data, train_idx)
-    val_set = subset(_eval_view(data), val_idx) if val_idx else None
+    val_set = subset(eval_view(data), val_idx) if val_idx else None
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=0)
     selection = "val_psnr" if cfg.paired else "val_psnr_teacher"
 
     # ---- run folder, resume
     run_config = {
         "distill": cfg.to_dict(),
-        "teacher": _describe(teacher),
-        "student": _describe(student),
-        "discriminator": {**_describe(d), "from_teacher": discriminator is not None},
+        "teacher": describe(teacher),
+        "student": describe(student),
+        "discriminator": {**describe(d), "from_teacher": discriminator is not None},
         "data": {"items": n_items, "train": len(train_idx), "val": len(val_idx)},
     }
     run = RunDir(out, run_config, resume=resume)
@@ -537,7 +545,7 @@ def distill(
             state["best_epoch"] = epoch
             _save_student(student, out / "best_student")
         _save_student(student, out / "last_student")
-        save_checkpoint(run, epoch, **objs, extra=_json_safe(state), keep=2)
+        save_checkpoint(run, epoch, **objs, extra=json_safe(state), keep=2)
 
     if not (out / "last_student").is_dir():  # resumed a finished run whose folders were removed
         _save_student(student, out / "last_student")
@@ -560,7 +568,7 @@ def distill(
         "student_channels": list(getattr(exported.config, "channels", None) or []),
         "history": state["history"],
     }
-    atomic_write_json(out / "summary.json", _json_safe(summary))
+    atomic_write_json(out / "summary.json", json_safe(summary))
     return summary
 
 
@@ -579,9 +587,9 @@ def _validate(
         t_out = teacher(a)
         target = make_targets(batch, t_out, cfg.paired)
         s_out = student(a)
-        vs_target.append(psnr(_to01(s_out), _to01(target)))
-        vs_teacher.append(psnr(_to01(s_out), _to01(t_out)))
-        teacher_score.append(psnr(_to01(t_out), _to01(target)))
+        vs_target.append(psnr(to01(s_out), to01(target)))
+        vs_teacher.append(psnr(to01(s_out), to01(t_out)))
+        teacher_score.append(psnr(to01(t_out), to01(target)))
     student.train(was_training)
 
     def mean(values: list[torch.Tensor]) -> float:
@@ -591,13 +599,13 @@ def _validate(
     return {"val_psnr": mean(vs_target), "val_psnr_teacher": mean(vs_teacher), "teacher_val_psnr": mean(teacher_score)}
 
 
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
@@ -620,7 +628,7 @@ def distill_from_folders(
     inputs are ``a_dir``'s images (``b_dir``'s with ``direction="BtoA"``); ``b_dir`` may be None.
     """
     teacher = load(teacher_dir)
-    _check_generator(teacher, f"teacher in {teacher_dir}")
+    check_generator(teacher, f"teacher in {teacher_dir}")
     discriminator = load(discriminator_dir) if discriminator_dir is not None else None
     if discriminator is not None and not hasattr(getattr(discriminator, "config", None), "ndf"):
         raise ConfigError(f"{discriminator_dir} holds a {discriminator.arch}, not a discriminator")

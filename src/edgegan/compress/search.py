@@ -1,0 +1,404 @@
+"""GAN Compression's sub-network search over a trained once-for-all supernet, and the final student.
+
+Every candidate is a channel config ``c0..c7`` drawn from ``choices``. Candidates whose cost
+(GAN Compression's MAC convention, :func:`subnet_macs`) exceeds the budget are rejected before
+they are evaluated; the rest are scored by validation PSNR of the supernet run at that config
+(weights shared, no retraining). ``mode="evolution"`` keeps the best ``parents`` of each generation
+and breeds the next one by mutation and crossover; ``mode="random"`` samples feasible configs only.
+The winner is extracted as a standalone ``MobileResnetGenerator`` (:func:`finalize_student`) and
+can then be fine-tuned by distillation (:func:`finetune`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from edgegan.compress.distill import to01
+from edgegan.compress.supernet import extract_subnet
+from edgegan.errors import ConfigError
+from edgegan.metrics.reference import psnr
+from edgegan.models.mobile_supernet import MobileResnetSupernet
+from edgegan.profile.macs import profile_macs
+
+__all__ = [
+    "SearchConfig",
+    "SearchResult",
+    "evaluate_config",
+    "finalize_student",
+    "finetune",
+    "parse_macs",
+    "search",
+    "subnet_macs",
+]
+
+SearchMode = Literal["evolution", "random"]
+Config = tuple[int, ...]
+Progress = Callable[[int, int, float], None]
+
+# Highest PSNR an evaluation reports (identical images would give inf).
+PSNR_CAP = 100.0
+# Resampling attempts before an infeasible draw is repaired by shrinking entries.
+MAX_TRIES = 20
+# MACs are profiled at this size and scaled: each layer's output has (size / stride)^2 pixels.
+_PROXY_SIZE = 32
+
+_MACS_CACHE_ATTR = "_edgegan_macs_cache"
+
+
+def parse_macs(text: str | int | float) -> int:
+    """``"2.5G"`` -> 2_500_000_000; accepts K, M, G, T suffixes (case-insensitive) or a plain number."""
+    if isinstance(text, bool):
+        raise ConfigError(f"not a MAC count: {text!r}")
+    if isinstance(text, int | float):
+        value = float(text)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)\s*", str(text))
+        if not m:
+            raise ConfigError(f"not a MAC count: {text!r} (use e.g. 2.5G, 800M, 120000K or 1500000)")
+        scale = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}[m.group(2).lower()]
+        value = float(m.group(1)) * scale
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"the MAC budget must be positive, got {text!r}")
+    return round(value)
+
+
+def _cache(supernet: MobileResnetSupernet) -> dict[tuple[Config, int], int]:
+    cache = supernet.__dict__.get(_MACS_CACHE_ATTR)
+    if cache is None:
+        cache = {}
+        supernet.__dict__[_MACS_CACHE_ATTR] = cache
+    return cache
+
+
+def subnet_macs(supernet: MobileResnetSupernet, config: Sequence[int], size: int = 256) -> int:
+    """MACs (GAN Compression convention) of the sub-network at ``config`` on a ``size``×``size`` input.
+
+    The sub-network is extracted and profiled; results are cached per supernet by (config, size).
+    For sizes that are multiples of 4 it is profiled at 32 px and scaled by ``(size/32)²``, which is
+    exact: every layer's output has ``(size/s)²`` pixels for its stride ``s`` in {1, 2, 4}.
+    """
+    ch = supernet.validate_config(config)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 4:
+        raise ConfigError(f"size must be an integer >= 4, got {size!r}")
+    cache = _cache(supernet)
+    key = (ch, size)
+    if key not in cache:
+        probe = _PROXY_SIZE if size % 4 == 0 else size
+        sub = extract_subnet(supernet, ch).eval()
+        param = next(sub.parameters())
+        x = torch.zeros(1, supernet.config.input_nc, probe, probe, device=param.device, dtype=param.dtype)
+        gc = profile_macs(sub, x).macs_gc
+        cache[key] = gc * size * size // (probe * probe)
+    return cache[key]
+
+
+def _batch(x: torch.Tensor) -> torch.Tensor:
+    return x.unsqueeze(0) if x.dim() == 3 else x
+
+
+@torch.no_grad()
+def evaluate_config(
+    supernet: MobileResnetSupernet,
+    config: Sequence[int],
+    val_data: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
+    *,
+    target: Literal["B", "teacher"] = "B",
+    teacher: nn.Module | None = None,
+    device: str | torch.device = "cpu",
+) -> float:
+    """Mean validation PSNR (dB, on [0, 1] images; higher is better) of ``supernet`` run at ``config``.
+
+    ``val_data`` holds ``(input, target)`` pairs in [-1, 1] (``[3, H, W]`` or ``[N, 3, H, W]``).
+    ``target="teacher"`` scores against ``teacher``'s output instead (the pair's target may be None).
+    Runs in eval mode without gradients; the supernet's mode and active config are restored.
+    """
+    if target not in ("B", "teacher"):
+        raise ConfigError(f"target must be 'B' or 'teacher', got {target!r}")
+    if target == "teacher" and teacher is None:
+        raise ConfigError("target='teacher' needs a teacher model")
+    if not val_data:
+        raise ConfigError("the validation data is empty")
+    dev = torch.device(device)
+    was_training, previous = supernet.training, supernet.active_config
+    supernet.to(dev).eval()
+    if teacher is not None:
+        teacher.to(dev).eval()
+    supernet.set_config(config)
+    scores: list[torch.Tensor] = []
+    try:
+        for item in val_data:
+            x, y = item[0], item[1]
+            x = _batch(x).to(dev)
+            if target == "teacher":
+                assert teacher is not None
+                ref = teacher(x)
+            elif y is None:
+                raise ConfigError("a validation pair has no target; use target='teacher'")
+            else:
+                ref = _batch(y).to(dev)
+            out = supernet(x)
+            scores.append(psnr(to01(out.float()), to01(ref.float())).double().clamp(max=PSNR_CAP).cpu())
+    finally:
+        supernet.set_config(previous)
+        supernet.train(was_training)
+    return float(torch.cat(scores).mean())
+
+
+@dataclass
+class SearchConfig:
+    """Settings of :func:`search`; ``budget_macs`` is in GAN Compression's convention at ``size``."""
+
+    budget_macs: int
+    size: int = 256
+    choices: tuple[int, ...] = (16, 24, 32, 40, 48, 56, 64)
+    population: int = 20
+    generations: int = 10
+    parents: int = 5
+    mutate_prob: float = 0.2
+    seed: int = 0
+    mode: SearchMode = "evolution"
+    target: Literal["B", "teacher"] = "B"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.budget_macs, str):
+            self.budget_macs = parse_macs(self.budget_macs)
+        if isinstance(self.budget_macs, bool) or not isinstance(self.budget_macs, int) or self.budget_macs <= 0:
+            raise ConfigError(f"budget_macs must be a positive integer, got {self.budget_macs!r}")
+        self.choices = tuple(sorted(set(self.choices)))
+        if not self.choices:
+            raise ConfigError("choices must not be empty")
+        for name in ("size", "population", "generations", "parents"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.parents > self.population:
+            raise ConfigError(f"parents ({self.parents}) cannot exceed population ({self.population})")
+        if not 0.0 <= self.mutate_prob <= 1.0:
+            raise ConfigError(f"mutate_prob must be in [0, 1], got {self.mutate_prob}")
+        if self.mode not in ("evolution", "random"):
+            raise ConfigError(f"mode must be 'evolution' or 'random', got {self.mode!r}")
+        if self.target not in ("B", "teacher"):
+            raise ConfigError(f"target must be 'B' or 'teacher', got {self.target!r}")
+
+
+@dataclass
+class SearchResult:
+    best_config: Config
+    best_score: float
+    best_macs: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    evaluated: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["best_config"] = list(self.best_config)
+        return out
+
+
+class _Searcher:
+    def __init__(
+        self,
+        supernet: MobileResnetSupernet,
+        val_data: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
+        cfg: SearchConfig,
+        teacher: nn.Module | None,
+    ) -> None:
+        self.supernet = supernet
+        self.val_data = val_data
+        self.cfg = cfg
+        self.teacher = teacher
+        self.choices = list(cfg.choices)
+        supernet._check_choices(self.choices)  # raises ConfigError for choices outside [1, ngf]
+        self.rng = random.Random(cfg.seed)
+        self.scores: dict[Config, float] = {}
+        self.history: list[dict[str, Any]] = []
+
+    def macs(self, config: Config) -> int:
+        return subnet_macs(self.supernet, config, self.cfg.size)
+
+    def feasible(self, config: Config) -> bool:
+        return self.macs(config) <= self.cfg.budget_macs
+
+    def repair(self, config: Config) -> Config:
+        """Lower random entries one choice at a time until ``config`` fits (the smallest config does)."""
+        ch = list(config)
+        while not self.feasible(tuple(ch)):
+            shrinkable = [i for i, v in enumerate(ch) if v > self.choices[0]]
+            i = self.rng.choice(shrinkable)
+            ch[i] = max(c for c in self.choices if c < ch[i])
+        return tuple(ch)
+
+    def draw(self, make: Callable[[], Config]) -> Config:
+        """A feasible candidate from ``make``: over-budget draws are rejected and redrawn."""
+        config = make()
+        for _ in range(MAX_TRIES):
+            if self.feasible(config):
+                return config
+            config = make()
+        return self.repair(config)
+
+    def sample(self) -> Config:
+        return self.draw(lambda: self.supernet.sample_config(self.rng, self.choices))
+
+    def mutate(self, parent: Config) -> Config:
+        def make() -> Config:
+            p = self.cfg.mutate_prob
+            return tuple(self.rng.choice(self.choices) if self.rng.random() < p else v for v in parent)
+
+        return self.draw(make)
+
+    def crossover(self, a: Config, b: Config) -> Config:
+        return self.draw(lambda: tuple(self.rng.choice((x, y)) for x, y in zip(a, b, strict=True)))
+
+    def score(self, config: Config, generation: int) -> float:
+        if config not in self.scores:
+            self.scores[config] = evaluate_config(
+                self.supernet,
+                config,
+                self.val_data,
+                target=self.cfg.target,
+                teacher=self.teacher,
+                device=self.cfg.device,
+            )
+        macs = self.macs(config)
+        assert macs <= self.cfg.budget_macs, f"evaluated a candidate over budget: {config} ({macs} MACs)"
+        value = self.scores[config]
+        self.history.append({"generation": generation, "config": list(config), "macs": macs, "score": value})
+        return value
+
+
+def search(
+    supernet: MobileResnetSupernet,
+    val_data: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
+    cfg: SearchConfig,
+    *,
+    teacher: nn.Module | None = None,
+    progress: Progress | None = None,
+) -> SearchResult:
+    """Find the config under ``cfg.budget_macs`` with the best validation PSNR (deterministic given ``cfg.seed``).
+
+    Every candidate (initial, mutated or crossed over) is checked against the budget before it is
+    evaluated and redrawn when over it; ConfigError if even the smallest config exceeds the budget.
+    ``history`` has one entry per candidate per generation (``generation``, ``config``, ``macs``,
+    ``score``); ``evaluated`` counts distinct configs scored. ``progress(generation, generations,
+    best_score)`` is called after each generation.
+    """
+    if not isinstance(supernet, MobileResnetSupernet):
+        raise ConfigError(f"search needs a MobileResnetSupernet, got {type(supernet).__name__}")
+    if not isinstance(cfg, SearchConfig):
+        raise ConfigError(f"cfg must be a SearchConfig, got {type(cfg).__name__}")
+    if cfg.target == "teacher" and teacher is None:
+        raise ConfigError("target='teacher' needs a teacher model")
+    s = _Searcher(supernet, val_data, cfg, teacher)
+    smallest = supernet.smallest_config(s.choices)
+    floor = s.macs(smallest)
+    if floor > cfg.budget_macs:
+        raise ConfigError(
+            f"MAC budget {cfg.budget_macs:,} is below the smallest sub-network's cost {floor:,} "
+            f"(config {'_'.join(map(str, smallest))} at {cfg.size}px); raise the budget or add smaller choices"
+        )
+
+    best: tuple[float, Config] | None = None
+
+    def consider(config: Config, value: float) -> None:
+        nonlocal best
+        if best is None or value > best[0]:
+            best = (value, config)
+
+    if cfg.mode == "random":
+        for gen in range(cfg.generations):
+            for _ in range(cfg.population):
+                config = s.sample()
+                consider(config, s.score(config, gen))
+            if progress is not None:
+                progress(gen + 1, cfg.generations, best[0] if best else float("nan"))
+    else:
+        population = [s.sample() for _ in range(cfg.population)]
+        for gen in range(cfg.generations):
+            scored = [(s.score(c, gen), c) for c in population]
+            for value, config in scored:
+                consider(config, value)
+            if progress is not None:
+                progress(gen + 1, cfg.generations, best[0] if best else float("nan"))
+            if gen == cfg.generations - 1:
+                break
+            # Stable sort: ties keep their order, so the run is deterministic.
+            ranked = sorted(range(len(scored)), key=lambda i: -scored[i][0])
+            parents = [scored[i][1] for i in ranked[: cfg.parents]]
+            n_children = cfg.population - len(parents)
+            n_mutate = n_children // 2
+            children = [s.mutate(s.rng.choice(parents)) for _ in range(n_mutate)]
+            for _ in range(n_children - n_mutate):
+                a, b = s.rng.sample(parents, 2) if len(parents) > 1 else (parents[0], parents[0])
+                children.append(s.crossover(a, b))
+            population = parents + children
+
+    assert best is not None
+    best_score, best_config = best
+    best_macs = s.macs(best_config)
+    assert best_macs <= cfg.budget_macs, f"best config {best_config} is over budget ({best_macs:,} MACs)"
+    return SearchResult(best_config, best_score, best_macs, s.history, len(s.scores))
+
+
+def finalize_student(
+    supernet: MobileResnetSupernet,
+    config: Sequence[int],
+    out_dir: str | os.PathLike[str],
+    *,
+    size: int = 256,
+    check: bool = True,
+) -> dict[str, Any]:
+    """Extract the sub-network at ``config`` and save it as ``out_dir/student/`` plus ``out_dir/student.onnx``.
+
+    The folder is an ``edgegan.load``-able ``MobileResnetGenerator``; the ONNX export is checked against
+    PyTorch on a random ``size``×``size`` input (``max_abs_diff``). Returns the paths and the costs.
+    """
+    from edgegan.export.onnx import export_onnx
+
+    ch = supernet.validate_config(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    student = extract_subnet(supernet, ch).eval().cpu()
+    model_dir = student.save(out / "student")
+    cost = profile_macs(student, student.example_input(size))
+    exported = export_onnx(student, out / "student.onnx", size=size, check=check)
+    return {
+        "config": list(ch),
+        "model_dir": str(model_dir),
+        "onnx": exported.path,
+        "size": size,
+        "macs_gc": cost.macs_gc,
+        "macs": cost.macs,
+        "params": cost.params,
+        "max_abs_diff": exported.max_abs_diff,
+    }
+
+
+def finetune(
+    teacher: nn.Module,
+    data: Dataset[Any],
+    out: str | os.PathLike[str],
+    cfg: Any,
+    student: nn.Module,
+    **kw: Any,
+) -> dict[str, Any]:
+    """Fine-tune the extracted ``student`` by distillation from ``teacher``: ``distill(..., student=student)``.
+
+    ``cfg`` is a :class:`~edgegan.compress.distill.DistillConfig`; further keywords (``discriminator``,
+    ``resume``, ``progress``, ``device``) go to :func:`~edgegan.compress.distill.distill`.
+    """
+    from edgegan.compress.distill import distill
+
+    return distill(teacher, data, out, cfg, student=student, **kw)

@@ -1,0 +1,127 @@
+"""``search``: GAN Compression's search for the best sub-network of a supernet under a MAC budget."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from edgegan.errors import ConfigError
+
+app = typer.Typer(
+    help="GAN Compression: search a supernet for the best sub-network under a budget.", no_args_is_help=True
+)
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 132)
+
+
+@app.callback()
+def _group() -> None:
+    """GAN Compression: search a supernet for the best sub-network under a budget."""
+
+
+def _parse_choices(text: str) -> tuple[int, ...]:
+    parts = [p for p in text.replace(",", " ").replace("_", " ").split() if p]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"--choices must be integers separated by commas, got {text!r}") from None
+    if not values:
+        raise ConfigError("--choices must not be empty")
+    return values
+
+
+def _val_pairs(a: Path, b: Path | None, size: int, limit: int, direction: str) -> list[tuple[Any, Any]]:
+    from edgegan.data import PairedDataset, UnpairedDataset
+
+    kw: dict[str, Any] = {"load_size": None, "crop_size": size, "train": False, "flip": False}
+    if b is not None:
+        data: Any = PairedDataset.from_folders(a, b, direction=direction, **kw)
+        n = min(limit, len(data))
+        return [(data[i]["A"], data[i]["B"]) for i in range(n)]
+    data = UnpairedDataset.from_folders(a, a, serial_b=True, **kw)
+    n = min(limit, len(data))
+    return [(data[i]["A"], None) for i in range(n)]
+
+
+@app.command("search")
+def search_cmd(
+    supernet: Path = typer.Option(..., "--supernet", help="Trained supernet folder (edgegan model)."),
+    a: Path = typer.Option(..., "--a", help="Validation input (A) image folder."),
+    b: Path | None = typer.Option(None, "--b", help="Validation target (B) folder; without it, the teacher's output."),
+    teacher: Path | None = typer.Option(None, "--teacher", help="Teacher folder: scores against its outputs."),
+    budget_macs: str = typer.Option(..., "--budget-macs", help="MAC budget (GAN Compression convention): 2.5G, 800M."),
+    size: int = typer.Option(256, min=4, help="Input size the budget and the evaluation refer to."),
+    choices: str = typer.Option("16,24,32,40,48,56,64", help="Channel choices per entry, comma separated."),
+    population: int = typer.Option(20, min=1, help="Candidates per generation."),
+    generations: int = typer.Option(10, min=1, help="Generations (random mode: population × generations samples)."),
+    parents: int = typer.Option(5, min=1, help="Best candidates kept as parents each generation."),
+    mutate_prob: float = typer.Option(0.2, min=0.0, max=1.0, help="Probability of redrawing each entry."),
+    mode: str = typer.Option("evolution", help="evolution or random."),
+    val_images: int = typer.Option(16, min=1, help="Validation images used to score candidates."),
+    direction: str = typer.Option("AtoB", help="AtoB or BtoA."),
+    seed: int = typer.Option(0, min=0, help="Random seed."),
+    device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
+    out: Path = typer.Option(..., "--out", help="Output folder: search.json, student/ and student.onnx."),
+) -> None:
+    """Search the supernet under --budget-macs and export the best sub-network (GAN Compression, step 3)."""
+    import torch
+
+    from edgegan.compress.search import SearchConfig, finalize_student, parse_macs, search
+    from edgegan.models.mobile_supernet import MobileResnetSupernet
+    from edgegan.registry import load
+
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"--device must be cpu or cuda[:N], got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device on this machine")
+    if b is None and teacher is None:
+        raise ConfigError("give --b (validation targets) or --teacher (score against the teacher's outputs)")
+    net = load(supernet, map_location=device)
+    if not isinstance(net, MobileResnetSupernet):
+        raise ConfigError(f"{supernet} holds a {type(net).__name__}, not a mobile_resnet_supernet")
+    teacher_model = load(teacher, map_location=device) if teacher is not None else None
+    cfg = SearchConfig(
+        budget_macs=parse_macs(budget_macs),
+        size=size,
+        choices=_parse_choices(choices),
+        population=population,
+        generations=generations,
+        parents=min(parents, population),
+        mutate_prob=mutate_prob,
+        seed=seed,
+        mode=mode,  # type: ignore[arg-type]
+        target="B" if b is not None else "teacher",
+        device=device,
+    )
+    val = _val_pairs(a, b, size, val_images, direction)
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+    task = bar.add_task("searching", total=cfg.generations)
+
+    def progress(gen: int, total: int, best: float) -> None:
+        bar.update(task, description=f"generation {gen}/{total}, best {best:.2f} dB", completed=gen)
+
+    with bar:
+        result = search(net, val, cfg, teacher=teacher_model, progress=progress)
+    net.cpu()
+    out.mkdir(parents=True, exist_ok=True)
+    student = finalize_student(net, result.best_config, out, size=size)
+    report = {
+        "supernet": str(supernet),
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
+        **result.to_dict(),
+        "student": student,
+    }
+    (out / "search.json").write_text(json.dumps(report, indent=2))
+    console.print(
+        f"best {'_'.join(map(str, result.best_config))}: {result.best_score:.2f} dB PSNR, "
+        f"{result.best_macs / 1e9:.3f}G MACs (budget {cfg.budget_macs / 1e9:.3f}G), {result.evaluated} evaluated"
+    )
+    console.print(f"student: {student['model_dir']}  onnx: {student['onnx']} (max |diff| {student['max_abs_diff']})")
+    console.print(f"report: {out / 'search.json'}")

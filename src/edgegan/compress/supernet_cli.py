@@ -1,0 +1,146 @@
+"""``supernet``: GAN Compression's once-for-all training of a mobile ResNet supernet from a teacher."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgegan.errors import ConfigError
+
+app = typer.Typer(help="GAN Compression: train a once-for-all supernet from a teacher.", no_args_is_help=True)
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 132)
+
+
+@app.callback()
+def _group() -> None:
+    """GAN Compression: train a once-for-all supernet from a teacher."""
+
+
+def _fmt(value: Any, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    ref = summary["val_reference"]
+    t = Table(
+        title=f"supernet, {summary['epochs']} epochs ({'sandwich' if summary['sandwich'] else 'one config'} per step, "
+        f"{'paired' if summary['paired'] else 'pseudo-pairs'})"
+    )
+    for col in ("epoch", "lr", "g_gan", "recon", "distill", "d", f"PSNR largest vs {ref}", f"PSNR smallest vs {ref}"):
+        t.add_column(col, justify="right")
+    for row in summary["history"]:
+        t.add_row(
+            str(row["epoch"]),
+            f"{row['lr']:.2e}",
+            _fmt(row["g_gan"], ".3f"),
+            _fmt(row["recon"], ".3f"),
+            _fmt(row["distill"], ".3f"),
+            _fmt(row["d"], ".3f"),
+            _fmt(row.get("val_psnr_largest")),
+            _fmt(row.get("val_psnr_smallest")),
+        )
+    console.print(t)
+    console.print(
+        f"choices {','.join(map(str, summary['choices']))}: sub-networks from {summary['smallest_params']:,} to "
+        f"{summary['largest_params']:,} params (teacher {summary['teacher_params']:,})"
+    )
+    console.print(f"supernet: {summary['supernet']}")
+
+
+@app.command("supernet")
+def supernet_cmd(
+    teacher: Path = typer.Option(..., "--teacher", help="Trained teacher generator folder (edgegan model)."),
+    a: Path = typer.Option(..., "--a", help="Input (A) image folder."),
+    b: Path | None = typer.Option(None, "--b", help="Target (B) image folder, matched to A by file stem."),
+    out: Path = typer.Option(..., "--out", help="Run folder."),
+    discriminator: Path | None = typer.Option(
+        None, "--discriminator", help="The teacher's discriminator folder: training's D starts from it."
+    ),
+    ngf: int = typer.Option(64, min=1, help="Supernet width: the largest choice of every channel entry."),
+    choices: str | None = typer.Option(
+        None, help="Comma-separated width choices per entry (default 16,24,...,64 clipped to --ngf)."
+    ),
+    sandwich: bool = typer.Option(
+        True, "--sandwich/--no-sandwich", help="Train largest + smallest + one random config per step."
+    ),
+    n_blocks: int | None = typer.Option(None, min=0, help="Supernet residual blocks (default: the teacher's)."),
+    epochs: int = typer.Option(50, min=0, help="Epochs at the initial learning rate."),
+    decay_epochs: int = typer.Option(50, min=0, help="Further epochs decaying the learning rate linearly to 0."),
+    unpaired: bool = typer.Option(False, "--unpaired", help="Unpaired data: the teacher's outputs are the targets."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    lambda_recon: float = typer.Option(10.0, help="Weight of the L1 reconstruction loss."),
+    lambda_distill: float = typer.Option(1.0, help="Weight of the feature distillation loss."),
+    gan_mode: str = typer.Option("hinge", help="GAN loss: hinge, lsgan or vanilla."),
+    lr: float = typer.Option(2e-4, help="Adam learning rate (G, mappers and D)."),
+    batch_size: int = typer.Option(1, min=1, help="Images per step."),
+    load_size: int = typer.Option(286, min=0, help="Resize to this before random crops (0: native size)."),
+    crop_size: int = typer.Option(256, min=4, help="Training crop (and validation) size; a multiple of 4."),
+    direction: str = typer.Option("AtoB", help="AtoB or BtoA."),
+    val_fraction: float = typer.Option(0.1, help="Share of the pairs held out for validation."),
+    ndf: int = typer.Option(64, min=1, help="Width of a fresh discriminator (without --discriminator)."),
+    seed: int = typer.Option(0, min=0, help="Random seed."),
+    device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
+) -> None:
+    """Train a once-for-all MobileResnetSupernet from a teacher generator (GAN Compression, step 2)."""
+    import torch
+
+    from edgegan.compress.supernet_train import SupernetConfig, train_supernet_from_folders
+
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"--device must be cpu or cuda[:N], got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device on this machine")
+    if not unpaired and b is None:
+        raise ConfigError("--b (the target folder) is required for paired data; pass --unpaired otherwise")
+    cfg = SupernetConfig(
+        ngf=ngf,
+        choices=choices,
+        sandwich=sandwich,
+        n_blocks=n_blocks,
+        lambda_recon=lambda_recon,
+        lambda_distill=lambda_distill,
+        gan_mode=gan_mode,
+        lr=lr,
+        epochs=epochs,
+        decay_epochs=decay_epochs,
+        batch_size=batch_size,
+        load_size=load_size or None,
+        crop_size=crop_size,
+        direction=direction,
+        paired=not unpaired,
+        val_fraction=val_fraction,
+        seed=seed,
+        ndf=ndf,
+    )
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+    task = bar.add_task("training supernet", total=None)
+
+    def progress(epoch: int, done: int, per_epoch: int) -> None:
+        bar.update(
+            task,
+            description=f"epoch {epoch}/{cfg.total_epochs}",
+            completed=(epoch - 1) * per_epoch + done,
+            total=cfg.total_epochs * per_epoch,
+        )
+
+    with bar:
+        summary = train_supernet_from_folders(
+            teacher,
+            a,
+            b,
+            out,
+            cfg,
+            discriminator_dir=discriminator,
+            resume=resume,
+            progress=progress,
+            device=device,
+        )
+    _print_summary(summary)

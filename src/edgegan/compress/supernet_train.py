@@ -1,0 +1,388 @@
+"""GAN Compression step 2: once-for-all training of a :class:`~edgegan.models.MobileResnetSupernet`.
+
+The supernet is distilled from the teacher with the same objective as :func:`edgegan.compress.distill.distill`
+(L_cGAN + λ_recon · L1 + λ_distill · feature distillation), but every step first samples a channel
+configuration ``c0..c7`` (each entry drawn from ``choices``) and trains that sub-network. With the
+**sandwich rule** each step trains the largest config, the smallest config and one random config, their
+generator losses summed (gradients accumulated) before one optimiser step; the discriminator step sees
+the random config's output.
+
+The config sampler is a ``random.Random`` re-seeded from ``(seed, epoch)`` at the start of every epoch,
+and the checkpoint restores torch's RNG (data order, initialisation), so a run resumed after epoch k
+continues exactly as an uninterrupted one. Every epoch writes ``supernet/`` (an ``edgegan.load``-able
+supernet, swapped in atomically), a checkpoint with supernet, mappers, discriminator and optimisers,
+and a ``metrics.jsonl`` line with mean losses and validation PSNR of the largest and smallest
+sub-networks (against the target, or against the teacher's output for unpaired data).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from edgegan.compress.distill import (
+    DistillConfig,
+    DistillMapper,
+    Progress,
+    check_generator,
+    describe,
+    distill_layers,
+    distillation_loss,
+    eval_view,
+    json_safe,
+    make_discriminator,
+    make_targets,
+    to01,
+)
+from edgegan.compress.supernet import extract_subnet
+from edgegan.data.datasets import PairedDataset, UnpairedDataset, split_validation, subset
+from edgegan.errors import ConfigError
+from edgegan.fileio import atomic_write_json
+from edgegan.losses import GANLoss
+from edgegan.metrics.reference import psnr
+from edgegan.models.mobile_supernet import MobileResnetSupernet
+from edgegan.registry import load
+from edgegan.runs import RunDir, check_finite, load_checkpoint, save_checkpoint, set_seed
+
+__all__ = [
+    "DEFAULT_CHOICES",
+    "SupernetConfig",
+    "parse_choices",
+    "train_supernet",
+    "train_supernet_from_folders",
+]
+
+DEFAULT_CHOICES: tuple[int, ...] = (16, 24, 32, 40, 48, 56, 64)
+
+
+def parse_choices(choices: str | Sequence[int] | None, ngf: int) -> tuple[int, ...]:
+    """Sorted distinct width choices for a supernet of width ``ngf``.
+
+    ``None``: :data:`DEFAULT_CHOICES` clipped to ``<= ngf`` (plus ``ngf`` itself, so the full width is
+    always a choice). Given choices (a sequence, or ``"16,24,32"``) must be integers in ``[1, ngf]``.
+    """
+    if choices is None:
+        return tuple(sorted({c for c in DEFAULT_CHOICES if c <= ngf} | {ngf}))
+    if isinstance(choices, str):
+        parts = [p.strip() for p in choices.replace("_", ",").split(",") if p.strip()]
+        try:
+            values: list[Any] = [int(p) for p in parts]
+        except ValueError:
+            raise ConfigError(f"choices must be integers like 16,24,32, got {choices!r}") from None
+    else:
+        try:
+            values = list(choices)
+        except TypeError:
+            raise ConfigError(f"choices must be a sequence of integers, got {choices!r}") from None
+    if not values:
+        raise ConfigError("choices must not be empty")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"choices must be integers, got {v!r}")
+        if not 1 <= v <= ngf:
+            raise ConfigError(f"choice {v} is outside [1, ngf={ngf}]")
+    return tuple(sorted(set(values)))
+
+
+@dataclass
+class SupernetConfig(DistillConfig):
+    """Settings of one once-for-all supernet run: :class:`DistillConfig`'s training fields plus the search space.
+
+    ``ngf`` is the supernet's full width (every config entry is at most ``ngf``); ``choices`` the widths
+    each of the 8 entries is drawn from (None: 16..64 in steps of 8, clipped to ``ngf``); ``sandwich``
+    trains largest + smallest + one random config per step instead of one random config. ``n_blocks``
+    (None: the teacher's) sizes the supernet; the inherited ``channels`` field is not used.
+    """
+
+    ngf: int = 64
+    choices: str | tuple[int, ...] | None = field(default=None)
+    sandwich: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.ngf, bool) or not isinstance(self.ngf, int) or self.ngf < 1:
+            raise ConfigError(f"ngf must be a positive integer, got {self.ngf!r}")
+        self.choices = parse_choices(self.choices, self.ngf)
+        if not isinstance(self.sandwich, bool):
+            raise ConfigError(f"sandwich must be true or false, got {self.sandwich!r}")
+
+    @property
+    def choice_list(self) -> tuple[int, ...]:
+        assert isinstance(self.choices, tuple)
+        return self.choices
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("channels", None)
+        d["betas"] = list(self.betas)
+        d["choices"] = list(self.choice_list)
+        return d
+
+
+def _config_rng(seed: int, epoch: int) -> random.Random:
+    """The channel-config sampler of 1-based ``epoch``: a pure function of (seed, epoch), so resume is exact."""
+    return random.Random(f"edgegan-supernet:{seed}:{epoch}")
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def train_supernet(
+    teacher: nn.Module,
+    data: Dataset[Any],
+    out: str | os.PathLike[str],
+    cfg: SupernetConfig,
+    *,
+    discriminator: nn.Module | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Train a ``MobileResnetSupernet(ngf=cfg.ngf)`` once-for-all from ``teacher``; return the run summary.
+
+    ``data`` yields ``"A"`` (input) and, when ``cfg.paired``, ``"B"`` (target) items; unpaired targets
+    are the teacher's outputs. Writes into run folder ``out``: ``config.yaml``, ``metrics.jsonl`` (one
+    line per epoch: ``lr``, mean ``g_gan``/``recon``/``distill`` per trained config, ``d``, and
+    ``val_psnr_largest``/``val_psnr_smallest``), ``checkpoints/``, ``supernet/`` and ``summary.json``.
+    The teacher is frozen; ``discriminator`` (the teacher's) is copied, never modified.
+    """
+    if not isinstance(cfg, SupernetConfig):
+        raise ConfigError(f"cfg must be a SupernetConfig, got {type(cfg).__name__}")
+    check_generator(teacher, "teacher")
+    n_items = len(data)  # type: ignore[arg-type]
+    if n_items < 1:
+        raise ConfigError("the data set is empty")
+    dev = torch.device(device)
+    out = Path(out)
+    set_seed(cfg.seed)
+
+    # ---- networks
+    teacher = teacher.to(dev).eval()
+    t_cfg = getattr(teacher, "config", None)
+    input_nc = int(getattr(t_cfg, "input_nc", 3))
+    output_nc = int(getattr(t_cfg, "output_nc", 3))
+    n_blocks = cfg.n_blocks if cfg.n_blocks is not None else len(getattr(teacher, "blocks", ()))
+    supernet = MobileResnetSupernet(
+        input_nc=input_nc,
+        output_nc=output_nc,
+        ngf=cfg.ngf,
+        n_blocks=n_blocks,
+        norm=getattr(t_cfg, "norm", "instance"),
+        padding_type=getattr(t_cfg, "padding_type", "reflect"),
+    ).to(dev)
+    supernet.train()
+    choices = list(cfg.choice_list)
+    largest = supernet.largest_config()
+    smallest = supernet.smallest_config(choices)
+    names = distill_layers(teacher, supernet)
+    mapper = DistillMapper.for_models(teacher, supernet).to(dev)
+    d, conditional = make_discriminator(discriminator, input_nc, output_nc, cfg.ndf, cfg.d_layers, dev)
+
+    def d_input(a: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return torch.cat([a, image], 1) if conditional else image
+
+    gan = GANLoss(cfg.gan_mode)  # type: ignore[arg-type]
+    opt_g = torch.optim.Adam(list(supernet.parameters()) + list(mapper.parameters()), lr=cfg.lr, betas=cfg.betas)
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=cfg.betas)
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, cfg.lr_factor)
+    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, cfg.lr_factor)
+    objs: dict[str, Any] = {
+        "modules": {"supernet": supernet, "mapper": mapper, "D": d},
+        "optimizers": {"G": opt_g, "D": opt_d},
+        "schedulers": {"G": sched_g, "D": sched_d},
+    }
+
+    # ---- data
+    train_idx, val_idx = split_validation(n_items, cfg.val_fraction, cfg.seed) if n_items > 1 else ([0], [])
+    train_set = subset(data, train_idx)
+    val_set = subset(eval_view(data), val_idx) if val_idx else None
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=0)
+
+    # ---- run folder, resume
+    run_config = {
+        "supernet_train": cfg.to_dict(),
+        "teacher": describe(teacher),
+        "supernet": describe(supernet),
+        "discriminator": {**describe(d), "from_teacher": discriminator is not None},
+        "data": {"items": n_items, "train": len(train_idx), "val": len(val_idx)},
+    }
+    run = RunDir(out, run_config, resume=resume)
+    ckpt = load_checkpoint(run, **objs, map_location=dev)
+    state: dict[str, Any] = {"history": []}
+    if ckpt is not None and isinstance(ckpt.extra, dict):
+        state.update(ckpt.extra)
+    start = ckpt.step if ckpt else 0
+
+    def g_loss(
+        a: torch.Tensor, target: torch.Tensor, t_feats: dict[str, torch.Tensor], s_out: torch.Tensor, s_feats: Any
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        loss_gan = gan(d(d_input(a, s_out)), True, for_discriminator=False)
+        loss_recon = F.l1_loss(s_out, target)
+        loss_distill = distillation_loss(t_feats, s_feats, mapper, names)
+        total = loss_gan + cfg.lambda_recon * loss_recon + cfg.lambda_distill * loss_distill
+        return total, loss_gan, loss_recon, loss_distill
+
+    for epoch in range(start + 1, cfg.total_epochs + 1):
+        rng = _config_rng(cfg.seed, epoch)
+        sums = {"g": 0.0, "g_gan": 0.0, "recon": 0.0, "distill": 0.0, "d": 0.0}
+        n_batches = len(loader)
+        for i, batch in enumerate(loader):
+            a = batch["A"].to(dev)
+            with torch.no_grad():
+                t_out, t_feats = teacher(a, return_features=True)
+            target = make_targets(batch, t_out, cfg.paired)
+            sampled = supernet.sample_config(rng, choices)
+
+            # The random config's output feeds both the D step and its own G loss.
+            supernet.set_config(sampled)
+            s_out, s_feats = supernet(a, return_features=True)
+            d.requires_grad_(True)
+            loss_d = 0.5 * (gan(d(d_input(a, target)), True) + gan(d(d_input(a, s_out.detach())), False))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+
+            # G step: gradients of every trained config accumulate (= one backward of their summed losses).
+            d.requires_grad_(False)
+            opt_g.zero_grad(set_to_none=True)
+            terms = g_loss(a, target, t_feats, s_out, s_feats)
+            terms[0].backward()
+            trained = [terms]
+            if cfg.sandwich:
+                for config in (largest, smallest):
+                    supernet.set_config(config)
+                    out_c, feats_c = supernet(a, return_features=True)
+                    terms_c = g_loss(a, target, t_feats, out_c, feats_c)
+                    terms_c[0].backward()
+                    trained.append(terms_c)
+            opt_g.step()
+            supernet.set_config(largest)
+
+            k = len(trained)
+            means = {
+                key: sum(float(t[j].detach()) for t in trained) / k
+                for j, key in enumerate(("g", "g_gan", "recon", "distill"))
+            }
+            step = (epoch - 1) * n_batches + i + 1
+            check_finite(step, checkpoint=run, d=loss_d, **means)
+            for key, value in means.items():
+                sums[key] += value
+            sums["d"] += float(loss_d.detach())
+            if progress is not None:
+                progress(epoch, i + 1, n_batches)
+        lr = opt_g.param_groups[0]["lr"]
+        sched_g.step()
+        sched_d.step()
+
+        val = {
+            "val_psnr_largest": _validate(teacher, supernet, largest, val_set, cfg, dev),
+            "val_psnr_smallest": _validate(teacher, supernet, smallest, val_set, cfg, dev),
+        }
+        row = {"epoch": epoch, "lr": lr, **{k: v / max(n_batches, 1) for k, v in sums.items()}, **val}
+        run.log(epoch, **row)
+        state["history"].append(row)
+        supernet.set_config(largest)
+        supernet.save(out / "supernet")
+        save_checkpoint(run, epoch, **objs, extra=json_safe(state), keep=2)
+
+    supernet.set_config(largest)
+    if not (out / "supernet").is_dir():  # resumed a finished run whose folder was removed
+        supernet.save(out / "supernet")
+    summary = {
+        "run": str(out),
+        "epochs": cfg.total_epochs,
+        "resumed_from": start if ckpt is not None else None,
+        "paired": cfg.paired,
+        "val_reference": "target" if cfg.paired else "teacher",
+        "sandwich": cfg.sandwich,
+        "ngf": cfg.ngf,
+        "choices": choices,
+        "largest_config": list(largest),
+        "smallest_config": list(smallest),
+        "supernet": str(out / "supernet"),
+        "layers": names,
+        "teacher_params": _count(teacher),
+        "largest_params": _count(extract_subnet(supernet, largest)),
+        "smallest_params": _count(extract_subnet(supernet, smallest)),
+        "history": state["history"],
+    }
+    atomic_write_json(out / "summary.json", json_safe(summary))
+    return summary
+
+
+@torch.no_grad()
+def _validate(
+    teacher: nn.Module,
+    supernet: MobileResnetSupernet,
+    config: Sequence[int],
+    val_set: Dataset[Any] | None,
+    cfg: SupernetConfig,
+    dev: torch.device,
+) -> float | None:
+    """Mean PSNR (dB, capped at 100) of the sub-network at ``config`` vs the target (paired) or the teacher."""
+    if val_set is None:
+        return None
+    was_training = supernet.training
+    active = supernet.active_config
+    supernet.set_config(config)
+    supernet.eval()
+    scores = []
+    try:
+        for batch in DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, num_workers=0):
+            a = batch["A"].to(dev)
+            t_out = teacher(a)
+            reference = make_targets(batch, t_out, cfg.paired)
+            scores.append(psnr(to01(supernet(a)), to01(reference)))
+    finally:
+        supernet.train(was_training)
+        supernet.set_config(active)
+    return float(torch.cat(scores).double().clamp(max=100.0).mean())
+
+
+def train_supernet_from_folders(
+    teacher_dir: str | os.PathLike[str],
+    a_dir: str | os.PathLike[str],
+    b_dir: str | os.PathLike[str] | None,
+    out: str | os.PathLike[str],
+    cfg: SupernetConfig,
+    *,
+    discriminator_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """:func:`train_supernet` with the teacher (and optionally its discriminator) loaded from model folders.
+
+    Paired: ``a_dir``/``b_dir`` images matched by file stem. Unpaired (``cfg.paired=False``): the inputs
+    are ``a_dir``'s images (``b_dir``'s with ``direction="BtoA"``); ``b_dir`` may be None.
+    """
+    teacher = load(teacher_dir)
+    check_generator(teacher, f"teacher in {teacher_dir}")
+    discriminator = load(discriminator_dir) if discriminator_dir is not None else None
+    if discriminator is not None and not hasattr(getattr(discriminator, "config", None), "ndf"):
+        raise ConfigError(f"{discriminator_dir} holds a {discriminator.arch}, not a discriminator")
+    kw: dict[str, Any] = {"direction": cfg.direction, "load_size": cfg.load_size, "crop_size": cfg.crop_size}
+    if cfg.paired:
+        if b_dir is None:
+            raise ConfigError("paired training needs a B (target) folder; pass paired=False for unpaired data")
+        data: Dataset[Any] = PairedDataset.from_folders(a_dir, b_dir, **kw)
+    else:
+        inputs = a_dir if cfg.direction == "AtoB" else b_dir
+        if inputs is None:
+            raise ConfigError("direction BtoA takes the inputs from the B folder; give one")
+        kw["direction"] = "AtoB"
+        data = UnpairedDataset.from_folders(inputs, inputs, serial_b=True, **kw)
+    return train_supernet(
+        teacher, data, out, cfg, discriminator=discriminator, resume=resume, progress=progress, device=device
+    )

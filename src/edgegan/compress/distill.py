@@ -38,6 +38,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from edgegan.compress.distributed import (
+    all_reduce_mean,
+    barrier,
+    broadcast_object,
+    distributed_sampler,
+    init_distributed,
+    is_main,
+    local_device,
+    run_on_main,
+    wrap_ddp,
+)
 from edgegan.compress.supernet import extract_subnet
 from edgegan.data.datasets import DIRECTIONS, PairedDataset, UnpairedDataset, split_validation, subset
 from edgegan.errors import ConfigError
@@ -433,7 +444,9 @@ def distill(
     n_items = len(data)  # type: ignore[arg-type]
     if n_items < 1:
         raise ConfigError("the data set is empty")
-    dev = torch.device(device)
+    dist_info = init_distributed(str(device))  # torchrun: one process per device; else single-process
+    dev = local_device(device, dist_info)
+    main = is_main(dist_info)
     out = Path(out)
     set_seed(cfg.seed)
 
@@ -476,7 +489,11 @@ def distill(
     train_idx, val_idx = split_validation(n_items, cfg.val_fraction, cfg.seed) if n_items > 1 else ([0], [])
     train_set = subset(data, train_idx)
     val_set = subset(eval_view(data), val_idx) if val_idx else None
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=0)
+    sampler = distributed_sampler(train_set, dist_info, shuffle=True, seed=cfg.seed)  # this rank's shard
+    if sampler is None:
+        loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=0)
+    else:
+        loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=0)
     selection = "val_psnr" if cfg.paired else "val_psnr_teacher"
 
     # ---- run folder, resume
@@ -487,14 +504,22 @@ def distill(
         "discriminator": {**describe(d), "from_teacher": discriminator is not None},
         "data": {"items": n_items, "train": len(train_idx), "val": len(val_idx)},
     }
-    run = RunDir(out, run_config, resume=resume)
-    ckpt = load_checkpoint(run, **objs, map_location=dev)
+    # Only the main rank owns the run folder; every rank restores the checkpoint.
+    run = run_on_main(lambda: RunDir(out, run_config, resume=resume), dist_info)
+    run_ref = run if run is not None else out
+    ckpt = load_checkpoint(run_ref, **objs, map_location=dev)
     state: dict[str, Any] = {"best": None, "best_epoch": None, "history": []}
     if ckpt is not None and isinstance(ckpt.extra, dict):
         state.update(ckpt.extra)
     start = ckpt.step if ckpt else 0
+    # DDP wrappers (the modules themselves when single-process); checkpoints hold the unwrapped ones.
+    # A supernet's narrower sub-networks leave some weights unused.
+    student_t = wrap_ddp(student, dist_info, find_unused_parameters=isinstance(student, MobileResnetSupernet))
+    mapper_t, d_t = wrap_ddp(mapper, dist_info), wrap_ddp(d, dist_info)
 
     for epoch in range(start + 1, cfg.total_epochs + 1):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         sums = {"g_gan": 0.0, "recon": 0.0, "distill": 0.0, "d": 0.0}
         n_batches = len(loader)
         for i, batch in enumerate(loader):
@@ -502,54 +527,59 @@ def distill(
             with torch.no_grad():
                 t_out, t_feats = teacher(a, return_features=True)
             target = make_targets(batch, t_out, cfg.paired)
-            s_out, s_feats = student(a, return_features=True)
+            s_out, s_feats = student_t(a, return_features=True)
 
             # D step: real (input, target) pairs against the student's (input, output).
             d.requires_grad_(True)
-            loss_d_real = gan(d(d_input(a, target)), True)
-            loss_d_fake = gan(d(d_input(a, s_out.detach())), False)
+            loss_d_real = gan(d_t(d_input(a, target)), True)
+            loss_d_fake = gan(d_t(d_input(a, s_out.detach())), False)
             loss_d = 0.5 * (loss_d_real + loss_d_fake)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
 
-            # G step: fool D, reconstruct the target, match the teacher's features.
+            # G step: fool D (frozen, so unwrapped), reconstruct the target, match the teacher's features.
             d.requires_grad_(False)
             loss_g_gan = gan(d(d_input(a, s_out)), True, for_discriminator=False)
             loss_recon = F.l1_loss(s_out, target)
-            loss_distill = distillation_loss(t_feats, s_feats, mapper, names)
+            loss_distill = distillation_loss(t_feats, s_feats, mapper_t, names)  # type: ignore[arg-type]
             loss_g = loss_g_gan + cfg.lambda_recon * loss_recon + cfg.lambda_distill * loss_distill
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
 
             step = (epoch - 1) * n_batches + i + 1
-            check_finite(step, checkpoint=run, g_gan=loss_g_gan, recon=loss_recon, distill=loss_distill, d=loss_d)
+            check_finite(step, checkpoint=run_ref, g_gan=loss_g_gan, recon=loss_recon, distill=loss_distill, d=loss_d)
             for key, value in (("g_gan", loss_g_gan), ("recon", loss_recon), ("distill", loss_distill), ("d", loss_d)):
                 sums[key] += float(value.detach())
-            if progress is not None:
+            if progress is not None and main:
                 progress(epoch, i + 1, n_batches)
         lr = opt_g.param_groups[0]["lr"]
         sched_g.step()
         sched_d.step()
 
-        # Validation: the student against the target and against the teacher, on the held-out slice.
-        val = _validate(teacher, student, val_set, cfg, dev)
-        row = {"epoch": epoch, "lr": lr, **{k: v / max(n_batches, 1) for k, v in sums.items()}, **val}
-        run.log(epoch, **row)
+        # Validation: the student against the target and against the teacher, on the held-out slice
+        # (by the main rank; the others take its scores). Losses are averaged over ranks.
+        val = broadcast_object(_validate(teacher, student, val_set, cfg, dev) if main else {}, dist_info)
+        losses = {k: all_reduce_mean(v / max(n_batches, 1), dist_info) for k, v in sums.items()}
+        row = {"epoch": epoch, "lr": lr, **losses, **val}
         state["history"].append(row)
         score = val.get(selection)
         improved = score is None or state["best"] is None or score > state["best"]
         if improved:
             state["best"] = score
             state["best_epoch"] = epoch
-            _save_student(student, out / "best_student")
-        _save_student(student, out / "last_student")
-        save_checkpoint(run, epoch, **objs, extra=json_safe(state), keep=2)
+        if run is not None:
+            run.log(epoch, **row)
+            if improved:
+                _save_student(student, out / "best_student")
+            _save_student(student, out / "last_student")
+            save_checkpoint(run, epoch, **objs, extra=json_safe(state), keep=2)
+        barrier(dist_info)  # the other ranks wait until the epoch is committed
 
-    if not (out / "last_student").is_dir():  # resumed a finished run whose folders were removed
+    if main and not (out / "last_student").is_dir():  # resumed a finished run whose folders were removed
         _save_student(student, out / "last_student")
-    if not (out / "best_student").is_dir():
+    if main and not (out / "best_student").is_dir():
         _save_student(student, out / "best_student")
     exported = _export(student)
     summary = {
@@ -568,7 +598,9 @@ def distill(
         "student_channels": list(getattr(exported.config, "channels", None) or []),
         "history": state["history"],
     }
-    atomic_write_json(out / "summary.json", json_safe(summary))
+    if main:
+        atomic_write_json(out / "summary.json", json_safe(summary))
+    barrier(dist_info)
     return summary
 
 

@@ -60,6 +60,9 @@ def distill_cmd(
     discriminator: Path | None = typer.Option(
         None, "--discriminator", help="The teacher's discriminator folder: the student's D starts from it."
     ),
+    student: Path | None = typer.Option(
+        None, "--student", help="Fine-tune this MobileResnetGenerator folder (e.g. a searched student) instead."
+    ),
     channels: str = typer.Option("16_16_32_16_32_32_16_16", help="Student channel config c0_c1_..._c7."),
     n_blocks: int | None = typer.Option(None, min=0, help="Student residual blocks (default: the teacher's)."),
     epochs: int = typer.Option(50, min=0, help="Epochs at the initial learning rate."),
@@ -83,6 +86,8 @@ def distill_cmd(
     import torch
 
     from edgegan.compress.distill import DistillConfig, distill_from_folders
+    from edgegan.models import MobileResnetGenerator
+    from edgegan.registry import load
 
     if device != "cpu" and not device.startswith("cuda"):
         raise ConfigError(f"--device must be cpu or cuda[:N], got {device!r}")
@@ -90,6 +95,11 @@ def distill_cmd(
         raise ConfigError(f"--device {device}: no CUDA device on this machine")
     if not unpaired and b is None:
         raise ConfigError("--b (the target folder) is required for paired data; pass --unpaired otherwise")
+    student_model = None
+    if student is not None:
+        student_model = load(student)
+        if not isinstance(student_model, MobileResnetGenerator):
+            raise ConfigError(f"--student {student} holds a {student_model.arch}, not a mobile_resnet_generator")
     cfg = DistillConfig(
         channels=channels,
         n_blocks=n_blocks,
@@ -130,8 +140,82 @@ def distill_cmd(
             out,
             cfg,
             discriminator_dir=discriminator,
+            student=student_model,
             resume=resume,
             progress=progress,
             device=device,
         )
     _print_summary(summary)
+
+
+def _print_pipeline_summary(summary: dict[str, Any]) -> None:
+    t = Table(title=f"GAN Compression at {summary['size']}px (budget {summary['budget_macs'] / 1e9:.3f}G MACs)")
+    for col in ("model", "MACs (GC)", "MACs", "params", "val PSNR"):
+        t.add_column(col, justify="right")
+    psnr = summary.get("val_psnr") or {}
+    for role in ("teacher", "student"):
+        cost = summary[role]
+        t.add_row(
+            f"{role} ({cost['arch']})",
+            f"{cost['macs_gc'] / 1e9:.3f}G",
+            f"{cost['macs'] / 1e9:.3f}G",
+            f"{cost['params']:,}",
+            _fmt(psnr.get(role)),
+        )
+    ratio = summary["compression"]
+    t.add_row("compression", f"{ratio['macs_gc']:.1f}x", f"{ratio['macs']:.1f}x", f"{ratio['params']:.1f}x", "")
+    console.print(t)
+    console.print(f"student: {summary['student']['path']}  onnx: {summary['student']['onnx']}")
+
+
+@app.command("run")
+def run_cmd(
+    a: Path = typer.Option(..., "--a", help="Input (A) image folder of the training pairs."),
+    b: Path = typer.Option(..., "--b", help="Target (B) image folder, matched to A by file stem."),
+    out: Path = typer.Option(..., "--out", help="Run folder; rerun the same command to continue it."),
+    preset: str = typer.Option("facades-cpu", "--preset", help="facades-cpu, facades-gpu or tiny."),
+    teacher: Path | None = typer.Option(None, "--teacher", help="Use this trained teacher instead of training one."),
+    budget_macs: str | None = typer.Option(
+        None, "--budget-macs", help="auto (teacher / 10) or a MAC count such as 2.5G (default: the preset's)."
+    ),
+    until: str | None = typer.Option(None, "--until", help="Stop after this stage."),
+    stage: str | None = typer.Option(None, "--stage", help="Run only this stage (earlier ones must be complete)."),
+    direction: str | None = typer.Option(None, "--direction", help="AtoB or BtoA (default: the preset's)."),
+    device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
+) -> None:
+    """The whole GAN Compression chain: teacher, supernet, search, fine-tune, export (resumable)."""
+    import dataclasses
+    import time
+
+    import torch
+
+    from edgegan.compress.pipeline import preset as get_preset
+    from edgegan.compress.pipeline import run_pipeline
+
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"--device must be cpu or cuda[:N], got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device on this machine")
+    cfg = get_preset(preset)
+    if direction is not None:
+        cfg = cfg.with_direction(direction)
+    if budget_macs is not None:
+        cfg = dataclasses.replace(cfg, budget_macs=budget_macs)
+    started: dict[str, float] = {}
+
+    def progress(name: str, event: str, info: dict[str, Any] | None) -> None:
+        if event == "skip":
+            console.print(f"stage {name}: complete, skipped")
+        elif event == "start":
+            started[name] = time.monotonic()
+            console.print(f"stage {name}: {'resuming' if info and info.get('resume') else 'starting'}")
+        else:
+            console.print(f"stage {name}: done in {time.monotonic() - started.get(name, time.monotonic()):.1f}s")
+
+    result = run_pipeline(
+        a, b, out, cfg, teacher_dir=teacher, until=until, only=stage, progress=progress, device=device
+    )
+    if "summary" in result:
+        _print_pipeline_summary(result["summary"])
+    else:
+        console.print(f"stopped after {list(result['stages'])[-1]}; rerun without --until to finish")

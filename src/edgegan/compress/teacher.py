@@ -43,6 +43,17 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 import edgegan
+from edgegan.compress.distributed import (
+    all_reduce_mean,
+    barrier,
+    broadcast_object,
+    distributed_sampler,
+    init_distributed,
+    is_main,
+    local_device,
+    run_on_main,
+    wrap_ddp,
+)
 from edgegan.data.datasets import PairedDataset, UnpairedDataset, split_validation, subset
 from edgegan.errors import ConfigError
 from edgegan.losses import GANLoss, l1_loss
@@ -327,14 +338,22 @@ def train_pix2pix(
     """
     cfg = cfg or Pix2PixConfig()
     cfg = dataclasses.replace(cfg, generator_options=_typed_options(cfg.generator, cfg.generator_options))
-    device = torch.device(device)
+    dist_info = init_distributed(str(device))  # torchrun: one process per device; else single-process
+    device = local_device(device, dist_info)
+    main = is_main(dist_info)
     out = Path(out)
     total_epochs = cfg.epochs + cfg.decay_epochs
 
     # Data: a fixed validation slice, scored in evaluation mode (resize only, no randomness).
+    # Under torchrun each rank trains on its shard of the training slice.
     train_full, eval_full = _pix2pix_data(a_dir, b_dir, data_root, cfg)
     train_idx, val_idx = split_validation(len(train_full), cfg.val_fraction, cfg.seed)
-    train_loader = _train_loader(subset(train_full, train_idx), cfg.batch_size)
+    train_set = subset(train_full, train_idx)
+    sampler = distributed_sampler(train_set, dist_info, shuffle=True, seed=cfg.seed)
+    if sampler is None:
+        train_loader = _train_loader(train_set, cfg.batch_size)
+    else:
+        train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=0)
     val_loader = DataLoader(subset(eval_full, val_idx), batch_size=cfg.batch_size) if val_idx else None
 
     # Models, losses, optimizers; everything random is seeded here and restored on resume.
@@ -355,34 +374,42 @@ def train_pix2pix(
         "data": {"a_dir": _resolved(a_dir), "b_dir": _resolved(b_dir), "data_root": _resolved(data_root)},
         "train": cfg,
     }
-    run = RunDir(out, run_config, resume=resume)
-    ckpt = load_checkpoint(run, **state) if resume else None
+    # Only the main rank owns the run folder; every rank restores the checkpoint on resume.
+    run = run_on_main(lambda: RunDir(out, run_config, resume=resume), dist_info)
+    run_ref = run if run is not None else out  # where the last good checkpoint is, for error messages
+    ckpt = load_checkpoint(run_ref, **state) if resume else None
     start_epoch = ckpt.step if ckpt else 0
     best = (ckpt.extra or {}) if ckpt else {}
     best_epoch: int | None = best.get("best_epoch")
     best_metric: float | None = best.get("best_metric")
     best_dir, last_dir = out / "best_generator", out / "last_generator"
     metrics: dict[str, float] = {}
+    # DDP wrappers (the modules themselves when single-process) average gradients across ranks;
+    # checkpoints and model folders always hold the unwrapped G and D.
+    G_train, D_train = wrap_ddp(G, dist_info), wrap_ddp(D, dist_info)
 
     G.train()
     D.train()
     for epoch in range(start_epoch + 1, total_epochs + 1):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         totals = {"loss_D": 0.0, "loss_G": 0.0, "loss_G_GAN": 0.0, "loss_G_L1": 0.0}
         n_batches = 0
         for batch in train_loader:
             real_a, real_b = batch["A"].to(device), batch["B"].to(device)
-            fake_b = G(real_a)
+            fake_b = G_train(real_a)
 
             # D step: real pairs (input, target) against fake pairs (input, G(input)).
             _requires_grad(D, True)
-            pred_real = D(torch.cat([real_a, real_b], 1))
-            pred_fake = D(torch.cat([real_a, fake_b.detach()], 1))
+            pred_real = D_train(torch.cat([real_a, real_b], 1))
+            pred_fake = D_train(torch.cat([real_a, fake_b.detach()], 1))
             loss_d = 0.5 * (gan_loss(pred_real, True) + gan_loss(pred_fake, False))
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
 
-            # G step: fool D and stay close to the target.
+            # G step: fool D and stay close to the target. D is frozen here, so the unwrapped D
+            # is used (no DDP gradient sync to wait for).
             _requires_grad(D, False)
             loss_g_gan = gan_loss(D(torch.cat([real_a, fake_b], 1)), True, for_discriminator=False)
             loss_g_l1 = cfg.lambda_l1 * l1_loss(fake_b, real_b)
@@ -391,7 +418,13 @@ def train_pix2pix(
             loss_g.backward()
             opt_g.step()
 
-            check_finite(epoch, checkpoint=run, loss_D=loss_d, loss_G_GAN=loss_g_gan, loss_G_L1=loss_g_l1)
+            check_finite(
+                epoch,
+                checkpoint=run_ref,
+                loss_D=loss_d,
+                loss_G_GAN=loss_g_gan,
+                loss_G_L1=loss_g_l1,
+            )
             totals["loss_D"] += loss_d.item()
             totals["loss_G"] += loss_g.item()
             totals["loss_G_GAN"] += loss_g_gan.item()
@@ -403,27 +436,32 @@ def train_pix2pix(
         sched_d.step()
 
         # Validation, logging, model folders, then the checkpoint (the commit point of the epoch).
-        metrics = {**_mean(totals, n_batches), "lr": lr}
+        # Losses are averaged over ranks; the main rank validates and every rank takes its result.
+        metrics = {k: all_reduce_mean(v, dist_info) for k, v in _mean(totals, n_batches).items()}
+        metrics["lr"] = lr
         if val_loader is not None:
-            metrics.update(_validate(G, val_loader, device))
+            metrics.update(broadcast_object(_validate(G, val_loader, device) if main else {}, dist_info))
             score = metrics[f"val_{cfg.val_metric}"]
             improved = best_metric is None or score > best_metric
         else:
             score, improved = None, True
-        run.log(epoch, epoch=epoch, **metrics)
         if improved:
             best_epoch, best_metric = epoch, _finite_or_none(score)
-            G.save(best_dir)
-        G.save(last_dir)
-        save_checkpoint(
-            run,
-            epoch,
-            **state,
-            extra={"best_epoch": best_epoch, "best_metric": best_metric},
-            keep=KEEP_CHECKPOINTS,
-        )
-        if progress is not None:
-            progress(epoch, total_epochs, metrics)
+        if run is not None:
+            run.log(epoch, epoch=epoch, **metrics)
+            if improved:
+                G.save(best_dir)
+            G.save(last_dir)
+            save_checkpoint(
+                run,
+                epoch,
+                **state,
+                extra={"best_epoch": best_epoch, "best_metric": best_metric},
+                keep=KEEP_CHECKPOINTS,
+            )
+            if progress is not None:
+                progress(epoch, total_epochs, metrics)
+        barrier(dist_info)  # the other ranks wait until the epoch is committed
 
     return {
         "run": str(out),

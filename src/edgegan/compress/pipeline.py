@@ -1,0 +1,469 @@
+"""GAN Compression end to end: one resumable chain from paired image folders to a small ONNX student.
+
+Stages, each in its own subfolder of the run folder ``out``::
+
+    teacher/    train_pix2pix                          (skipped when an existing teacher is given)
+    supernet/   train_supernet_from_folders            once-for-all supernet distilled from the teacher
+    search/     search + finalize_student              best sub-network under the MAC budget
+    finetune/   distill_from_folders(student=...)      the searched student fine-tuned by distillation
+    export/     student/, student.onnx, summary.json   costs of teacher and student, compression ratio
+
+A stage is complete when its ``stage.json`` marker exists (written atomically, last). Rerunning the
+pipeline skips complete stages and resumes an interrupted one: its trainer is called with
+``resume=True`` when the stage folder already exists, continuing from the last epoch checkpoint.
+
+The search scores candidates on a validation slice of the *training* folders (the pairs the supernet
+held out with its ``val_fraction``/``seed``); a test folder is never read. ``budget_macs="auto"``
+means a tenth of the teacher's cost (GAN Compression's MAC convention) at ``search_size``.
+
+Presets (:data:`PRESETS`):
+
+* ``"tiny"``: 32 px, a few epochs of a tiny teacher; for tests and smoke runs (seconds).
+* ``"facades-cpu"``: labels -> photo on the facades pairs (A = photo, B = labels, so ``direction="BtoA"``),
+  64 px crops from 72 px loads, teacher ``resnet_generator`` ngf 32 with 9 blocks (0.91 G MACs at 64 px),
+  supernet ngf 32 with choices 8..32, budget auto (teacher / 10). Estimate for 400 pairs (360 trained,
+  40 held out), batch 1, 2 CPU threads (measured: a teacher step 0.08 s; a sandwich supernet step,
+  three sub-networks plus the frozen teacher, ~0.15 s; a distillation step ~0.07 s): teacher 20+20
+  epochs (~14400 steps, ~20 min), supernet 8+8 epochs (~5800 steps, ~15 min), search 8 x 8 candidates
+  on 16 held-out training pairs (~1 min), fine-tune 8+8 epochs (~5800 steps, ~7 min), export (seconds):
+  about 45 minutes on a fast 2-core machine, under 90 on a slow one. Time scales linearly with the
+  epochs (:func:`scaled`) and the number of pairs, and roughly with the square of the crop size
+  (96 px ~2.3x, 128 px ~4x).
+* ``"facades-gpu"``: the papers' setting at 256 px (286 px loads), teacher ngf 64 with 9 blocks for
+  100+100 epochs, supernet ngf 64 with choices 16..64, fine-tune 100+100 epochs (hours on one GPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import edgegan
+from edgegan.compress.distill import DistillConfig, distill_from_folders, json_safe
+from edgegan.compress.search import SearchConfig, finalize_student, parse_macs, search
+from edgegan.compress.supernet_train import SupernetConfig, train_supernet_from_folders
+from edgegan.compress.teacher import Pix2PixConfig, train_pix2pix
+from edgegan.errors import ConfigError
+from edgegan.fileio import atomic_write_json
+
+__all__ = [
+    "MARKER",
+    "PRESETS",
+    "STAGES",
+    "PipelineConfig",
+    "StageProgress",
+    "preset",
+    "resolve_budget",
+    "run_pipeline",
+    "scaled",
+    "stage_done",
+]
+
+PathLike = str | os.PathLike[str]
+STAGES: tuple[str, ...] = ("teacher", "supernet", "search", "finetune", "export")
+MARKER = "stage.json"
+StageProgress = Callable[[str, str, dict[str, Any] | None], None]
+"""``progress(stage, event, summary)`` with event ``"start"``, ``"skip"`` (summary from the marker) or ``"done"``."""
+
+
+@dataclass
+class PipelineConfig:
+    """Per-stage settings of :func:`run_pipeline`.
+
+    ``teacher``/``supernet``/``finetune`` are the trainers' own configs; the search fields mirror
+    :class:`~edgegan.compress.search.SearchConfig` (the choices are the supernet's). ``budget_macs`` is a
+    MAC count (``"2.5G"``, an int) or ``"auto"`` (teacher's ``macs_gc`` at ``search_size`` / 10).
+    ``val_images`` caps the held-out training pairs the search scores candidates on.
+    """
+
+    teacher: Pix2PixConfig = field(default_factory=Pix2PixConfig)
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
+    finetune: DistillConfig = field(default_factory=DistillConfig)
+    budget_macs: str | int = "auto"
+    search_size: int = 256
+    population: int = 20
+    generations: int = 10
+    parents: int = 5
+    mutate_prob: float = 0.2
+    search_mode: str = "evolution"
+    search_seed: int = 0
+    val_images: int = 16
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.teacher, Pix2PixConfig):
+            raise ConfigError(f"teacher must be a Pix2PixConfig, got {type(self.teacher).__name__}")
+        if not isinstance(self.supernet, SupernetConfig):
+            raise ConfigError(f"supernet must be a SupernetConfig, got {type(self.supernet).__name__}")
+        if not isinstance(self.finetune, DistillConfig) or isinstance(self.finetune, SupernetConfig):
+            raise ConfigError(f"finetune must be a DistillConfig, got {type(self.finetune).__name__}")
+        if not (isinstance(self.budget_macs, str) and self.budget_macs.strip().lower() == "auto"):
+            self.budget_macs = parse_macs(self.budget_macs)
+        for name in ("search_size", "val_images", "population", "generations", "parents"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.search_size % 4:
+            raise ConfigError(f"search_size must be a multiple of 4, got {self.search_size}")
+        directions = {self.teacher.direction, self.supernet.direction, self.finetune.direction}
+        if len(directions) != 1:
+            raise ConfigError(f"all stages must use one direction, got {sorted(directions)}; use with_direction()")
+        if not self.supernet.paired or not self.finetune.paired:
+            raise ConfigError("the pipeline trains a pix2pix teacher: supernet and finetune must be paired")
+
+    @property
+    def direction(self) -> str:
+        return self.teacher.direction
+
+    def with_direction(self, direction: str) -> PipelineConfig:
+        """A copy with every stage reading the pairs in ``direction`` (AtoB or BtoA)."""
+        return dataclasses.replace(
+            self,
+            teacher=dataclasses.replace(self.teacher, direction=direction),
+            supernet=dataclasses.replace(self.supernet, direction=direction),
+            finetune=dataclasses.replace(self.finetune, direction=direction),
+        )
+
+    def search_config(self, budget_macs: int, device: str) -> SearchConfig:
+        return SearchConfig(
+            budget_macs=budget_macs,
+            size=self.search_size,
+            choices=self.supernet.choice_list,
+            population=self.population,
+            generations=self.generations,
+            parents=min(self.parents, self.population),
+            mutate_prob=self.mutate_prob,
+            seed=self.search_seed,
+            mode=self.search_mode,  # type: ignore[arg-type]
+            target="B",
+            device=device,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(
+            {
+                "teacher": dataclasses.asdict(self.teacher),
+                "supernet": self.supernet.to_dict(),
+                "finetune": self.finetune.to_dict(),
+                **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)[3:]},
+            }
+        )
+
+
+# ---------------------------------------------------------------------------------- presets
+
+
+def _tiny() -> PipelineConfig:
+    common: dict[str, Any] = {"load_size": 32, "crop_size": 32, "val_fraction": 0.2, "batch_size": 1}
+    return PipelineConfig(
+        teacher=Pix2PixConfig(
+            generator_options={"ngf": 16, "n_blocks": 2}, ndf=8, n_layers_d=2, epochs=2, decay_epochs=1, **common
+        ),
+        supernet=SupernetConfig(ngf=8, choices=(4, 8), ndf=8, d_layers=2, epochs=1, decay_epochs=1, **common),
+        finetune=DistillConfig(ndf=8, d_layers=2, epochs=1, decay_epochs=1, **common),
+        budget_macs="auto",
+        search_size=32,
+        population=4,
+        generations=2,
+        parents=2,
+        val_images=4,
+    )
+
+
+def _facades_cpu() -> PipelineConfig:
+    # labels -> photo: facades' A folder holds photos, B the label maps, so the input is B.
+    common: dict[str, Any] = {"load_size": 72, "crop_size": 64, "direction": "BtoA", "val_fraction": 0.1}
+    return PipelineConfig(
+        teacher=Pix2PixConfig(
+            generator_options={"ngf": 32, "n_blocks": 9}, ndf=32, epochs=20, decay_epochs=20, **common
+        ),
+        supernet=SupernetConfig(ngf=32, choices=(8, 16, 24, 32), ndf=32, epochs=8, decay_epochs=8, **common),
+        finetune=DistillConfig(ndf=32, epochs=8, decay_epochs=8, **common),
+        budget_macs="auto",
+        search_size=64,
+        population=8,
+        generations=8,
+        parents=3,
+        val_images=16,
+    )
+
+
+def _facades_gpu() -> PipelineConfig:
+    common: dict[str, Any] = {"load_size": 286, "crop_size": 256, "direction": "BtoA", "val_fraction": 0.1}
+    return PipelineConfig(
+        teacher=Pix2PixConfig(generator_options={"ngf": 64, "n_blocks": 9}, epochs=100, decay_epochs=100, **common),
+        supernet=SupernetConfig(ngf=64, epochs=100, decay_epochs=100, **common),
+        finetune=DistillConfig(epochs=100, decay_epochs=100, **common),
+        budget_macs="auto",
+        search_size=256,
+        population=20,
+        generations=10,
+        parents=5,
+        val_images=40,
+    )
+
+
+PRESETS: dict[str, Callable[[], PipelineConfig]] = {
+    "tiny": _tiny,
+    "facades-cpu": _facades_cpu,
+    "facades-gpu": _facades_gpu,
+}
+
+
+def preset(name: str) -> PipelineConfig:
+    """A fresh :class:`PipelineConfig` of the named preset; ConfigError for an unknown name."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def stage_done(out: PathLike, stage: str) -> dict[str, Any] | None:
+    """The summary recorded in ``out/<stage>/stage.json``, or None when the stage has not completed."""
+    marker = Path(out) / stage / MARKER
+    if not marker.is_file():
+        return None
+    return dict(json.loads(marker.read_text()).get("summary") or {})
+
+
+def _mark(out: Path, stage: str, summary: dict[str, Any]) -> dict[str, Any]:
+    summary = json_safe(summary)
+    atomic_write_json(out / stage / MARKER, {"stage": stage, "completed": True, "summary": summary})
+    return summary
+
+
+def _costs(model: torch.nn.Module, size: int) -> dict[str, int]:
+    from edgegan.profile.macs import profile_macs
+
+    model = model.eval().cpu()
+    report = profile_macs(model, model.example_input(size))  # type: ignore[operator]
+    return {"macs_gc": report.macs_gc, "macs": report.macs, "params": report.params}
+
+
+def resolve_budget(budget: str | int, teacher_dir: PathLike, size: int) -> int:
+    """``budget`` as a MAC count; ``"auto"`` is the teacher's ``macs_gc`` at ``size``×``size`` / 10."""
+    if isinstance(budget, str) and budget.strip().lower() == "auto":
+        return max(1, _costs(edgegan.load(teacher_dir), size)["macs_gc"] // 10)
+    return parse_macs(budget)
+
+
+def _val_pairs(a_dir: PathLike, b_dir: PathLike, cfg: PipelineConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Held-out *training* pairs (the supernet's validation slice), resized to ``search_size``."""
+    from edgegan.data.datasets import PairedDataset, split_validation
+
+    size = cfg.search_size
+    data = PairedDataset.from_folders(
+        a_dir, b_dir, direction=cfg.direction, load_size=size, crop_size=size, train=False, flip=False
+    )
+    fraction = cfg.supernet.val_fraction or 0.1
+    _, val_idx = split_validation(len(data), fraction, cfg.supernet.seed)
+    if not val_idx:  # a single pair: score on it rather than on nothing
+        val_idx = [0]
+    return [(data[i]["A"], data[i]["B"]) for i in val_idx[: cfg.val_images]]
+
+
+def _stage_range(until: str | None, only: str | None) -> list[str]:
+    for name, value in (("until", until), ("only", only)):
+        if value is not None and value not in STAGES:
+            raise ConfigError(f"{name} must be one of {', '.join(STAGES)}, got {value!r}")
+    if until is not None and only is not None:
+        raise ConfigError("give until or only, not both")
+    if only is not None:
+        return [only]
+    return list(STAGES[: STAGES.index(until) + 1]) if until is not None else list(STAGES)
+
+
+# ---------------------------------------------------------------------------------- pipeline
+
+
+def run_pipeline(
+    a_dir: PathLike,
+    b_dir: PathLike,
+    out: PathLike,
+    cfg: PipelineConfig | str | None = None,
+    *,
+    teacher_dir: PathLike | None = None,
+    until: str | None = None,
+    only: str | None = None,
+    progress: StageProgress | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Run (or continue) GAN Compression on the pairs in ``a_dir``/``b_dir`` into the run folder ``out``.
+
+    ``cfg`` is a :class:`PipelineConfig` or a preset name. ``teacher_dir`` replaces the ``teacher`` stage
+    with an existing generator folder. ``until`` stops after that stage; ``only`` runs just that one
+    (its predecessors must be complete). Returns ``{"run", "stages": {stage: summary}, "ran", "skipped"}``
+    plus, once ``export`` is complete, ``"summary"`` (the contents of ``export/summary.json``).
+    """
+    if cfg is None:
+        cfg = PipelineConfig()
+    elif isinstance(cfg, str):
+        cfg = preset(cfg)
+    if not isinstance(cfg, PipelineConfig):
+        raise ConfigError(f"cfg must be a PipelineConfig or a preset name, got {type(cfg).__name__}")
+    wanted = _stage_range(until, only)
+    out = Path(out)
+    a_dir, b_dir = Path(a_dir), Path(b_dir)
+    for name, folder in (("A", a_dir), ("B", b_dir)):
+        if not folder.is_dir():
+            raise ConfigError(f"the {name} folder {folder} does not exist")
+    if teacher_dir is not None and not Path(teacher_dir).is_dir():
+        raise ConfigError(f"the teacher folder {teacher_dir} does not exist")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(
+        out / "pipeline.json", {"a_dir": str(a_dir.resolve()), "b_dir": str(b_dir.resolve()), "config": cfg.to_dict()}
+    )
+
+    stages: dict[str, dict[str, Any]] = {}
+    ran: list[str] = []
+    skipped: list[str] = []
+
+    def emit(stage: str, event: str, summary: dict[str, Any] | None) -> None:
+        if progress is not None:
+            progress(stage, event, summary)
+
+    def need(stage: str) -> dict[str, Any]:
+        """A predecessor's summary, which must be complete."""
+        if stage not in stages:
+            done = stage_done(out, stage)
+            if done is None:
+                raise ConfigError(f"stage {stage!r} has not completed in {out}; run it first")
+            stages[stage] = done
+        return stages[stage]
+
+    runners: dict[str, Callable[[Path, bool], dict[str, Any]]] = {}
+
+    def teacher_stage(folder: Path, resume: bool) -> dict[str, Any]:
+        if teacher_dir is not None:
+            return {"external": True, "best_generator": str(Path(teacher_dir).resolve())}
+        summary = train_pix2pix(a_dir, b_dir, folder, cfg.teacher, resume=resume, device=device)
+        return {"external": False, **summary}
+
+    def supernet_stage(folder: Path, resume: bool) -> dict[str, Any]:
+        teacher = need("teacher")["best_generator"]
+        return train_supernet_from_folders(teacher, a_dir, b_dir, folder, cfg.supernet, resume=resume, device=device)
+
+    def search_stage(folder: Path, resume: bool) -> dict[str, Any]:
+        from edgegan.models.mobile_supernet import MobileResnetSupernet
+
+        teacher_path = need("teacher")["best_generator"]
+        supernet_path = need("supernet")["supernet"]
+        budget = resolve_budget(cfg.budget_macs, teacher_path, cfg.search_size)
+        net = edgegan.load(supernet_path, map_location=device)
+        if not isinstance(net, MobileResnetSupernet):
+            raise ConfigError(f"{supernet_path} holds a {type(net).__name__}, not a mobile_resnet_supernet")
+        teacher = edgegan.load(teacher_path, map_location=device)
+        scfg = cfg.search_config(budget, device)
+        result = search(net, _val_pairs(a_dir, b_dir, cfg), scfg, teacher=teacher)
+        net.cpu()
+        student = finalize_student(net, result.best_config, folder, size=cfg.search_size)
+        report = {
+            "budget_macs": budget,
+            "budget": "auto" if isinstance(cfg.budget_macs, str) else "given",
+            "size": cfg.search_size,
+            "best_config": list(result.best_config),
+            "best_score": result.best_score,
+            "best_macs": result.best_macs,
+            "evaluated": result.evaluated,
+            "student": student,
+        }
+        atomic_write_json(folder / "search.json", json_safe({**report, "history": result.history}))
+        return report
+
+    def finetune_stage(folder: Path, resume: bool) -> dict[str, Any]:
+        teacher = need("teacher")["best_generator"]
+        student = edgegan.load(need("search")["student"]["model_dir"])
+        summary = distill_from_folders(
+            teacher, a_dir, b_dir, folder, cfg.finetune, student=student, resume=resume, device=device
+        )
+        return {k: v for k, v in summary.items() if k != "history"} | {"history": summary["history"][-3:]}
+
+    def export_stage(folder: Path, resume: bool) -> dict[str, Any]:
+        from edgegan.export.onnx import export_onnx
+
+        size = cfg.search_size
+        teacher_sum, search_sum, fine_sum = need("teacher"), need("search"), need("finetune")
+        teacher = edgegan.load(teacher_sum["best_generator"])
+        student = edgegan.load(fine_sum["best_student"]).eval()
+        model_dir = student.save(folder / "student")
+        exported = export_onnx(student, folder / "student.onnx", size=size, check=True)
+        t_cost, s_cost = _costs(teacher, size), _costs(student, size)
+        last = (fine_sum.get("history") or [{}])[-1]
+        summary = {
+            "size": size,
+            "teacher": {"path": teacher_sum["best_generator"], "arch": teacher.arch, **t_cost},
+            "student": {
+                "path": str(model_dir),
+                "onnx": exported.path,
+                "onnx_max_abs_diff": exported.max_abs_diff,
+                "arch": student.arch,
+                "channels": list(getattr(student.config, "channels", []) or []),
+                **s_cost,
+            },
+            "budget_macs": search_sum["budget_macs"],
+            "compression": {
+                "macs_gc": t_cost["macs_gc"] / max(s_cost["macs_gc"], 1),
+                "macs": t_cost["macs"] / max(s_cost["macs"], 1),
+                "params": t_cost["params"] / max(s_cost["params"], 1),
+            },
+            "val_psnr": {
+                "student": fine_sum.get("best_score"),
+                "teacher": last.get("teacher_val_psnr"),
+                "search_best": search_sum.get("best_score"),
+            },
+            "stages": {name: need(name) for name in STAGES[:-1]},
+        }
+        summary = json_safe(summary)
+        atomic_write_json(folder / "summary.json", summary)
+        return {k: v for k, v in summary.items() if k != "stages"}
+
+    runners.update(
+        teacher=teacher_stage,
+        supernet=supernet_stage,
+        search=search_stage,
+        finetune=finetune_stage,
+        export=export_stage,
+    )
+
+    for stage in wanted:
+        folder = out / stage
+        done = stage_done(out, stage)
+        if stage == "teacher" and done is not None and teacher_dir is not None:
+            given = str(Path(teacher_dir).resolve())
+            if done.get("best_generator") != given:
+                raise ConfigError(f"{out} was built from the teacher {done.get('best_generator')}, not {given}")
+        if done is not None:
+            stages[stage] = done
+            skipped.append(stage)
+            emit(stage, "skip", done)
+            continue
+        resume = folder.is_dir()
+        emit(stage, "start", {"resume": resume})
+        folder.mkdir(parents=True, exist_ok=True)
+        stages[stage] = _mark(out, stage, runners[stage](folder, resume))
+        ran.append(stage)
+        emit(stage, "done", stages[stage])
+
+    result: dict[str, Any] = {"run": str(out), "stages": stages, "ran": ran, "skipped": skipped}
+    final = out / "export" / "summary.json"
+    if final.is_file() and stage_done(out, "export") is not None:
+        result["summary"] = json.loads(final.read_text())
+    return result
+
+
+def scaled(cfg: PipelineConfig, factor: float) -> PipelineConfig:
+    """A copy with every stage's epochs multiplied by ``factor`` (at least one epoch per stage)."""
+    new = copy.deepcopy(cfg)
+    for stage in (new.teacher, new.supernet, new.finetune):
+        stage.epochs = max(1, round(stage.epochs * factor))
+        stage.decay_epochs = max(0, round(stage.decay_epochs * factor))
+    return new

@@ -76,7 +76,7 @@ PathLike = str | os.PathLike[str]
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 """``progress(epoch, total_epochs, metrics)``, called after each epoch's checkpoint is saved."""
 
-GENERATORS: tuple[str, ...] = ("resnet_generator", "unet_generator")
+GENERATORS: tuple[str, ...] = ("resnet_generator", "unet_generator", "mobile_resnet_generator")
 PIX2PIX_GAN_MODES: tuple[str, ...] = ("hinge", "vanilla", "lsgan")
 VAL_METRICS: tuple[str, ...] = ("psnr", "ssim")
 PSNR_CAP_DB = 100.0  # a perfect reconstruction has infinite PSNR; cap it so averages stay finite

@@ -392,6 +392,27 @@ def _save_student(student: nn.Module, path: Path) -> None:
 # ------------------------------------------------------------------------------------ recipe
 
 
+def make_optimizers(
+    generator_side: Sequence[nn.Module], d: nn.Module, cfg: DistillConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, Any, Any]:
+    """Adam for the student side (student + mappers) and for D, each with the pix2pix lr rule."""
+    g_params = [p for m in generator_side for p in m.parameters()]
+    opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=cfg.betas)
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=cfg.betas)
+    return (
+        opt_g,
+        opt_d,
+        torch.optim.lr_scheduler.LambdaLR(opt_g, cfg.lr_factor),
+        torch.optim.lr_scheduler.LambdaLR(opt_d, cfg.lr_factor),
+    )
+
+
+def split_train_val(data: Dataset[Any], n_items: int, cfg: DistillConfig) -> tuple[Dataset[Any], Dataset[Any] | None]:
+    """The training subset and a fixed held-out validation slice (deterministic view), by cfg.seed."""
+    train_idx, val_idx = split_validation(n_items, cfg.val_fraction, cfg.seed) if n_items > 1 else ([0], [])
+    return subset(data, train_idx), (subset(eval_view(data), val_idx) if val_idx else None)
+
+
 def make_discriminator(
     discriminator: nn.Module | None, input_nc: int, output_nc: int, ndf: int, n_layers: int, device: torch.device
 ) -> tuple[nn.Module, bool]:
@@ -475,10 +496,7 @@ def distill(
         return torch.cat([a, image], 1) if conditional else image
 
     gan = GANLoss(cfg.gan_mode)  # type: ignore[arg-type]
-    opt_g = torch.optim.Adam(list(student.parameters()) + list(mapper.parameters()), lr=cfg.lr, betas=cfg.betas)
-    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=cfg.betas)
-    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, cfg.lr_factor)
-    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, cfg.lr_factor)
+    opt_g, opt_d, sched_g, sched_d = make_optimizers([student, mapper], d, cfg)
     objs: dict[str, Any] = {
         "modules": {"student": student, "mapper": mapper, "D": d},
         "optimizers": {"G": opt_g, "D": opt_d},
@@ -486,9 +504,7 @@ def distill(
     }
 
     # ---- data: a fixed held-out slice for validation
-    train_idx, val_idx = split_validation(n_items, cfg.val_fraction, cfg.seed) if n_items > 1 else ([0], [])
-    train_set = subset(data, train_idx)
-    val_set = subset(eval_view(data), val_idx) if val_idx else None
+    train_set, val_set = split_train_val(data, n_items, cfg)
     sampler = distributed_sampler(train_set, dist_info, shuffle=True, seed=cfg.seed)  # this rank's shard
     if sampler is None:
         loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=0)
@@ -502,7 +518,7 @@ def distill(
         "teacher": describe(teacher),
         "student": describe(student),
         "discriminator": {**describe(d), "from_teacher": discriminator is not None},
-        "data": {"items": n_items, "train": len(train_idx), "val": len(val_idx)},
+        "data": {"items": n_items, "train": len(train_set), "val": len(val_set) if val_set is not None else 0},
     }
     # Only the main rank owns the run folder; every rank restores the checkpoint.
     run = run_on_main(lambda: RunDir(out, run_config, resume=resume), dist_info)

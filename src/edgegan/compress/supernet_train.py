@@ -38,14 +38,15 @@ from edgegan.compress.distill import (
     describe,
     distill_layers,
     distillation_loss,
-    eval_view,
     json_safe,
     make_discriminator,
+    make_optimizers,
     make_targets,
+    split_train_val,
     to01,
 )
 from edgegan.compress.supernet import extract_subnet
-from edgegan.data.datasets import PairedDataset, UnpairedDataset, split_validation, subset
+from edgegan.data.datasets import PairedDataset, UnpairedDataset
 from edgegan.errors import ConfigError
 from edgegan.fileio import atomic_write_json
 from edgegan.losses import GANLoss
@@ -193,10 +194,7 @@ def train_supernet(
         return torch.cat([a, image], 1) if conditional else image
 
     gan = GANLoss(cfg.gan_mode)  # type: ignore[arg-type]
-    opt_g = torch.optim.Adam(list(supernet.parameters()) + list(mapper.parameters()), lr=cfg.lr, betas=cfg.betas)
-    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=cfg.betas)
-    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, cfg.lr_factor)
-    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, cfg.lr_factor)
+    opt_g, opt_d, sched_g, sched_d = make_optimizers([supernet, mapper], d, cfg)
     objs: dict[str, Any] = {
         "modules": {"supernet": supernet, "mapper": mapper, "D": d},
         "optimizers": {"G": opt_g, "D": opt_d},
@@ -204,9 +202,7 @@ def train_supernet(
     }
 
     # ---- data
-    train_idx, val_idx = split_validation(n_items, cfg.val_fraction, cfg.seed) if n_items > 1 else ([0], [])
-    train_set = subset(data, train_idx)
-    val_set = subset(eval_view(data), val_idx) if val_idx else None
+    train_set, val_set = split_train_val(data, n_items, cfg)
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=0)
 
     # ---- run folder, resume
@@ -215,7 +211,7 @@ def train_supernet(
         "teacher": describe(teacher),
         "supernet": describe(supernet),
         "discriminator": {**describe(d), "from_teacher": discriminator is not None},
-        "data": {"items": n_items, "train": len(train_idx), "val": len(val_idx)},
+        "data": {"items": n_items, "train": len(train_set), "val": len(val_set) if val_set is not None else 0},
     }
     run = RunDir(out, run_config, resume=resume)
     ckpt = load_checkpoint(run, **objs, map_location=dev)

@@ -71,6 +71,11 @@ def test_tiny_runs_all_stages(full_run):
     assert summary["compression"]["macs_gc"] >= 10
     assert set(summary["stages"]) == set(STAGES[:-1])
     assert summary["val_psnr"]["student"] is not None
+    # Distillation starts from the teacher's discriminator, as in GAN Compression.
+    assert (tmp / "run" / "teacher" / "best_discriminator" / "model.safetensors").is_file()
+    for stage in ("supernet", "finetune"):
+        cfg_text = (tmp / "run" / stage / "config.yaml").read_text()
+        assert "from_teacher: true" in cfg_text, stage
 
 
 def test_auto_budget_is_a_tenth_of_the_teacher(full_run):

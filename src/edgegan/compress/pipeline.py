@@ -348,9 +348,23 @@ def run_pipeline(
         summary = train_pix2pix(a_dir, b_dir, folder, cfg.teacher, resume=resume, device=device)
         return {"external": False, **summary}
 
+    def teacher_critic() -> str | None:
+        # The teacher's discriminator, when the teacher stage trained one (not for an external teacher).
+        path = need("teacher").get("best_discriminator")
+        return path if path and Path(path).is_dir() else None
+
     def supernet_stage(folder: Path, resume: bool) -> dict[str, Any]:
         teacher = need("teacher")["best_generator"]
-        return train_supernet_from_folders(teacher, a_dir, b_dir, folder, cfg.supernet, resume=resume, device=device)
+        return train_supernet_from_folders(
+            teacher,
+            a_dir,
+            b_dir,
+            folder,
+            cfg.supernet,
+            discriminator_dir=teacher_critic(),
+            resume=resume,
+            device=device,
+        )
 
     def search_stage(folder: Path, resume: bool) -> dict[str, Any]:
         from edgegan.models.mobile_supernet import MobileResnetSupernet
@@ -383,7 +397,15 @@ def run_pipeline(
         teacher = need("teacher")["best_generator"]
         student = edgegan.load(need("search")["student"]["model_dir"])
         summary = distill_from_folders(
-            teacher, a_dir, b_dir, folder, cfg.finetune, student=student, resume=resume, device=device
+            teacher,
+            a_dir,
+            b_dir,
+            folder,
+            cfg.finetune,
+            discriminator_dir=teacher_critic(),
+            student=student,
+            resume=resume,
+            device=device,
         )
         return {k: v for k, v in summary.items() if k != "history"} | {"history": summary["history"][-3:]}
 

@@ -24,6 +24,7 @@ Output folder::
     out/
         config.yaml  metrics.jsonl  checkpoints/
         best_generator/  last_generator/      pix2pix (edgegan.load-able model folders)
+        best_discriminator/ last_discriminator/  its critic, which distillation starts from
         G_A/  G_B/                            CycleGAN
 """
 
@@ -451,7 +452,9 @@ def train_pix2pix(
             run.log(epoch, epoch=epoch, **metrics)
             if improved:
                 G.save(best_dir)
+                D.save(out / "best_discriminator")  # students start from the teacher's critic (GAN Compression)
             G.save(last_dir)
+            D.save(out / "last_discriminator")
             save_checkpoint(
                 run,
                 epoch,
@@ -473,6 +476,7 @@ def train_pix2pix(
         "best_metric": best_metric,
         "best_generator": str(best_dir),
         "last_generator": str(last_dir),
+        "best_discriminator": str(out / "best_discriminator"),
         "last_metrics": metrics,
     }
 

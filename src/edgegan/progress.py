@@ -38,3 +38,30 @@ class ScaleBars:
 
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+
+class RunBar:
+    """One bar over a whole multi-epoch run, fed ``(epoch, batches_done, batches_per_epoch)``;
+    a resumed run starts part-way along it."""
+
+    def __init__(self, label: str, total_epochs: int, console: Console | None = None) -> None:
+        self.total_epochs = total_epochs
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        )
+        self.task = self.progress.add_task(label, total=None)
+
+    def update(self, epoch: int, done: int, per_epoch: int) -> None:
+        self.progress.update(
+            self.task,
+            description=f"epoch {epoch}/{self.total_epochs}",
+            completed=(epoch - 1) * per_epoch + done,
+            total=self.total_epochs * per_epoch,
+        )
+
+    def __enter__(self) -> RunBar:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]

@@ -8,10 +8,10 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from edgegan.errors import ConfigError
+from edgegan.progress import RunBar
 
 app = typer.Typer(help="GAN Compression: distil a compact student generator from a teacher.", no_args_is_help=True)
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 132)
@@ -118,19 +118,7 @@ def distill_cmd(
         seed=seed,
         ndf=ndf,
     )
-    bar = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    )
-    task = bar.add_task("distilling", total=None)
-
-    def progress(epoch: int, done: int, per_epoch: int) -> None:
-        # One bar over the whole run (resumed runs start part-way).
-        bar.update(
-            task,
-            description=f"epoch {epoch}/{cfg.total_epochs}",
-            completed=(epoch - 1) * per_epoch + done,
-            total=cfg.total_epochs * per_epoch,
-        )
+    bar = RunBar("distilling", cfg.total_epochs, console)
 
     with bar:
         summary = distill_from_folders(
@@ -142,7 +130,7 @@ def distill_cmd(
             discriminator_dir=discriminator,
             student=student_model,
             resume=resume,
-            progress=progress,
+            progress=bar.update,
             device=device,
         )
     _print_summary(summary)

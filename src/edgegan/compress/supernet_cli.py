@@ -8,10 +8,10 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from edgegan.errors import ConfigError
+from edgegan.progress import RunBar
 
 app = typer.Typer(help="GAN Compression: train a once-for-all supernet from a teacher.", no_args_is_help=True)
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 132)
@@ -118,18 +118,7 @@ def supernet_cmd(
         seed=seed,
         ndf=ndf,
     )
-    bar = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    )
-    task = bar.add_task("training supernet", total=None)
-
-    def progress(epoch: int, done: int, per_epoch: int) -> None:
-        bar.update(
-            task,
-            description=f"epoch {epoch}/{cfg.total_epochs}",
-            completed=(epoch - 1) * per_epoch + done,
-            total=cfg.total_epochs * per_epoch,
-        )
+    bar = RunBar("training supernet", cfg.total_epochs, console)
 
     with bar:
         summary = train_supernet_from_folders(
@@ -140,7 +129,7 @@ def supernet_cmd(
             cfg,
             discriminator_dir=discriminator,
             resume=resume,
-            progress=progress,
+            progress=bar.update,
             device=device,
         )
     _print_summary(summary)

@@ -478,6 +478,9 @@ def _add_subcommands() -> None:
     compress_app.command("search")(search_cmd)
     app.add_typer(compress_app, name="compress", help="GAN Compression: distillation, supernet, search, export.")
     app.add_typer(client_app, name="client", help="Talk to an edgegan service: train remotely, render locally.")
+    from edgegan.ugc.cli import app as ugc_app
+
+    app.add_typer(ugc_app, name="ugc", help="UGC: label-efficient compression with semi-supervised NAS.")
 
 
 _add_subcommands()

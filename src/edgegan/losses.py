@@ -94,3 +94,53 @@ def total_variation(x: torch.Tensor, reduction: Literal["mean", "sum"] = "mean")
     if reduction == "sum":
         return dh.sum() + dw.sum()
     return dh.mean() + dw.mean()
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """``[N, C, C]`` Gram matrices of ``[N, C, H, W]`` features, normalised by ``C·H·W``."""
+    n, c, h, w = features.shape
+    f = features.reshape(n, c, h * w)
+    return f @ f.transpose(1, 2) / (c * h * w)
+
+
+class OMGDLoss(nn.Module):
+    """OMGD's online distillation loss (used by UGC):
+    ``λ_ssim·(1 − SSIM) + λ_feature·Σ L1(features) + λ_style·Σ L1(Gram) + λ_tv·TV(student)``.
+
+    ``perceptual(x, image)`` returns a list of feature maps for an image generated from input ``x``
+    (see :func:`edgegan.nn.perceptual.build_perceptual`); the teacher's features are taken without
+    gradients. ``forward`` returns the total and the four weighted terms (for logging).
+    """
+
+    def __init__(
+        self,
+        perceptual: Callable[[torch.Tensor, torch.Tensor], list[torch.Tensor]],
+        lambda_ssim: float = 1e1,
+        lambda_feature: float = 1e4,
+        lambda_style: float = 1e1,
+        lambda_tv: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        self.perceptual = perceptual
+        self.weights = {"ssim": lambda_ssim, "feature": lambda_feature, "style": lambda_style, "tv": lambda_tv}
+
+    def forward(
+        self, student: torch.Tensor, teacher: torch.Tensor, x: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        teacher = teacher.detach()
+        with torch.no_grad():
+            t_feats = self.perceptual(x, teacher)
+        s_feats = self.perceptual(x, student)
+        if len(s_feats) != len(t_feats) or not s_feats:
+            raise ValueError("the perceptual network returned no features or different layer counts")
+        feature = torch.stack([F.l1_loss(s, t) for s, t in zip(s_feats, t_feats, strict=True)]).sum()
+        style = torch.stack(
+            [F.l1_loss(gram_matrix(s), gram_matrix(t)) for s, t in zip(s_feats, t_feats, strict=True)]
+        ).sum()
+        terms = {
+            "ssim": self.weights["ssim"] * ssim_loss(student, teacher),
+            "feature": self.weights["feature"] * feature,
+            "style": self.weights["style"] * style,
+            "tv": self.weights["tv"] * total_variation(student),
+        }
+        return torch.stack(list(terms.values())).sum(), terms

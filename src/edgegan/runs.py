@@ -747,6 +747,15 @@ def check_finite(
     raise NonFiniteError(msg)
 
 
+def check_device(device: str) -> str:
+    """``device`` if it is ``cpu`` or an available ``cuda[:N]``; a one-line ConfigError otherwise."""
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"--device must be cpu or cuda[:N], got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device on this machine")
+    return device
+
+
 def set_seed(seed: int) -> None:
     """Seed Python's ``random``, numpy's global RNG and torch (CPU and all CUDA devices)."""
     random.seed(seed)

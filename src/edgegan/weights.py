@@ -62,6 +62,13 @@ KNOWN: dict[str, WeightsSpec] = {
             None,
             "LPIPS v0.1 linear heads for AlexNet",
         ),
+        WeightsSpec(
+            "vgg16",
+            "vgg16-397923af.pth",
+            "https://download.pytorch.org/models/vgg16-397923af.pth",
+            "397923af",
+            "UGC/OMGD perceptual feature and style losses (torchvision VGG16)",
+        ),
     )
 }
 

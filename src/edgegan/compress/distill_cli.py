@@ -12,6 +12,7 @@ from rich.table import Table
 
 from edgegan.errors import ConfigError
 from edgegan.progress import RunBar
+from edgegan.runs import check_device
 
 app = typer.Typer(help="GAN Compression: distil a compact student generator from a teacher.", no_args_is_help=True)
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 132)
@@ -83,16 +84,12 @@ def distill_cmd(
     device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
 ) -> None:
     """Distil a MobileResnetGenerator student from a teacher generator (GAN Compression, step 1)."""
-    import torch
 
     from edgegan.compress.distill import DistillConfig, distill_from_folders
     from edgegan.models import MobileResnetGenerator
     from edgegan.registry import load
 
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ConfigError(f"--device must be cpu or cuda[:N], got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA device on this machine")
+    check_device(device)
     if not unpaired and b is None:
         raise ConfigError("--b (the target folder) is required for paired data; pass --unpaired otherwise")
     student_model = None
@@ -175,15 +172,10 @@ def run_cmd(
     import dataclasses
     import time
 
-    import torch
-
     from edgegan.compress.pipeline import preset as get_preset
     from edgegan.compress.pipeline import run_pipeline
 
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ConfigError(f"--device must be cpu or cuda[:N], got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA device on this machine")
+    check_device(device)
     cfg = get_preset(preset)
     if direction is not None:
         cfg = cfg.with_direction(direction)

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +24,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from edgegan.compress.distill import to01
+from edgegan.compress.evolution import EvolutionResult, evolve
 from edgegan.compress.supernet import extract_subnet
 from edgegan.errors import ConfigError
 from edgegan.metrics.reference import psnr
@@ -48,8 +48,6 @@ Progress = Callable[[int, int, float], None]
 
 # Highest PSNR an evaluation reports (identical images would give inf).
 PSNR_CAP = 100.0
-# Resampling attempts before an infeasible draw is repaired by shrinking entries.
-MAX_TRIES = 20
 # MACs are profiled at this size and scaled: each layer's output has (size / stride)^2 pixels.
 _PROXY_SIZE = 32
 
@@ -193,90 +191,7 @@ class SearchConfig:
             raise ConfigError(f"target must be 'B' or 'teacher', got {self.target!r}")
 
 
-@dataclass
-class SearchResult:
-    best_config: Config
-    best_score: float
-    best_macs: int
-    history: list[dict[str, Any]] = field(default_factory=list)
-    evaluated: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["best_config"] = list(self.best_config)
-        return out
-
-
-class _Searcher:
-    def __init__(
-        self,
-        supernet: MobileResnetSupernet,
-        val_data: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
-        cfg: SearchConfig,
-        teacher: nn.Module | None,
-    ) -> None:
-        self.supernet = supernet
-        self.val_data = val_data
-        self.cfg = cfg
-        self.teacher = teacher
-        self.choices = list(cfg.choices)
-        supernet._check_choices(self.choices)  # raises ConfigError for choices outside [1, ngf]
-        self.rng = random.Random(cfg.seed)
-        self.scores: dict[Config, float] = {}
-        self.history: list[dict[str, Any]] = []
-
-    def macs(self, config: Config) -> int:
-        return subnet_macs(self.supernet, config, self.cfg.size)
-
-    def feasible(self, config: Config) -> bool:
-        return self.macs(config) <= self.cfg.budget_macs
-
-    def repair(self, config: Config) -> Config:
-        """Lower random entries one choice at a time until ``config`` fits (the smallest config does)."""
-        ch = list(config)
-        while not self.feasible(tuple(ch)):
-            shrinkable = [i for i, v in enumerate(ch) if v > self.choices[0]]
-            i = self.rng.choice(shrinkable)
-            ch[i] = max(c for c in self.choices if c < ch[i])
-        return tuple(ch)
-
-    def draw(self, make: Callable[[], Config]) -> Config:
-        """A feasible candidate from ``make``: over-budget draws are rejected and redrawn."""
-        config = make()
-        for _ in range(MAX_TRIES):
-            if self.feasible(config):
-                return config
-            config = make()
-        return self.repair(config)
-
-    def sample(self) -> Config:
-        return self.draw(lambda: self.supernet.sample_config(self.rng, self.choices))
-
-    def mutate(self, parent: Config) -> Config:
-        def make() -> Config:
-            p = self.cfg.mutate_prob
-            return tuple(self.rng.choice(self.choices) if self.rng.random() < p else v for v in parent)
-
-        return self.draw(make)
-
-    def crossover(self, a: Config, b: Config) -> Config:
-        return self.draw(lambda: tuple(self.rng.choice((x, y)) for x, y in zip(a, b, strict=True)))
-
-    def score(self, config: Config, generation: int) -> float:
-        if config not in self.scores:
-            self.scores[config] = evaluate_config(
-                self.supernet,
-                config,
-                self.val_data,
-                target=self.cfg.target,
-                teacher=self.teacher,
-                device=self.cfg.device,
-            )
-        macs = self.macs(config)
-        assert macs <= self.cfg.budget_macs, f"evaluated a candidate over budget: {config} ({macs} MACs)"
-        value = self.scores[config]
-        self.history.append({"generation": generation, "config": list(config), "macs": macs, "score": value})
-        return value
+SearchResult = EvolutionResult
 
 
 def search(
@@ -293,7 +208,7 @@ def search(
     evaluated and redrawn when over it; ConfigError if even the smallest config exceeds the budget.
     ``history`` has one entry per candidate per generation (``generation``, ``config``, ``macs``,
     ``score``); ``evaluated`` counts distinct configs scored. ``progress(generation, generations,
-    best_score)`` is called after each generation.
+    best_score)`` is called after each generation. The search itself is :func:`edgegan.compress.evolution.evolve`.
     """
     if not isinstance(supernet, MobileResnetSupernet):
         raise ConfigError(f"search needs a MobileResnetSupernet, got {type(supernet).__name__}")
@@ -301,55 +216,24 @@ def search(
         raise ConfigError(f"cfg must be a SearchConfig, got {type(cfg).__name__}")
     if cfg.target == "teacher" and teacher is None:
         raise ConfigError("target='teacher' needs a teacher model")
-    s = _Searcher(supernet, val_data, cfg, teacher)
-    smallest = supernet.smallest_config(s.choices)
-    floor = s.macs(smallest)
-    if floor > cfg.budget_macs:
-        raise ConfigError(
-            f"MAC budget {cfg.budget_macs:,} is below the smallest sub-network's cost {floor:,} "
-            f"(config {'_'.join(map(str, smallest))} at {cfg.size}px); raise the budget or add smaller choices"
-        )
+    choices = supernet._check_choices(cfg.choices)  # raises ConfigError for choices outside [1, ngf]
 
-    best: tuple[float, Config] | None = None
+    def score(config: Config) -> float:
+        return evaluate_config(supernet, config, val_data, target=cfg.target, teacher=teacher, device=cfg.device)
 
-    def consider(config: Config, value: float) -> None:
-        nonlocal best
-        if best is None or value > best[0]:
-            best = (value, config)
-
-    if cfg.mode == "random":
-        for gen in range(cfg.generations):
-            for _ in range(cfg.population):
-                config = s.sample()
-                consider(config, s.score(config, gen))
-            if progress is not None:
-                progress(gen + 1, cfg.generations, best[0] if best else float("nan"))
-    else:
-        population = [s.sample() for _ in range(cfg.population)]
-        for gen in range(cfg.generations):
-            scored = [(s.score(c, gen), c) for c in population]
-            for value, config in scored:
-                consider(config, value)
-            if progress is not None:
-                progress(gen + 1, cfg.generations, best[0] if best else float("nan"))
-            if gen == cfg.generations - 1:
-                break
-            # Stable sort: ties keep their order, so the run is deterministic.
-            ranked = sorted(range(len(scored)), key=lambda i: -scored[i][0])
-            parents = [scored[i][1] for i in ranked[: cfg.parents]]
-            n_children = cfg.population - len(parents)
-            n_mutate = n_children // 2
-            children = [s.mutate(s.rng.choice(parents)) for _ in range(n_mutate)]
-            for _ in range(n_children - n_mutate):
-                a, b = s.rng.sample(parents, 2) if len(parents) > 1 else (parents[0], parents[0])
-                children.append(s.crossover(a, b))
-            population = parents + children
-
-    assert best is not None
-    best_score, best_config = best
-    best_macs = s.macs(best_config)
-    assert best_macs <= cfg.budget_macs, f"best config {best_config} is over budget ({best_macs:,} MACs)"
-    return SearchResult(best_config, best_score, best_macs, s.history, len(s.scores))
+    return evolve(
+        [choices] * len(supernet.largest_config()),
+        lambda config: subnet_macs(supernet, config, cfg.size),
+        score,
+        cfg.budget_macs,
+        population=cfg.population,
+        generations=cfg.generations,
+        parents=cfg.parents,
+        mutate_prob=cfg.mutate_prob,
+        seed=cfg.seed,
+        mode=cfg.mode,
+        progress=progress,
+    )
 
 
 def finalize_student(

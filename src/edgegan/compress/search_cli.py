@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgegan.errors import ConfigError
+from edgegan.runs import check_device
 
 app = typer.Typer(
     help="GAN Compression: search a supernet for the best sub-network under a budget.", no_args_is_help=True
@@ -69,16 +70,12 @@ def search_cmd(
     out: Path = typer.Option(..., "--out", help="Output folder: search.json, student/ and student.onnx."),
 ) -> None:
     """Search the supernet under --budget-macs and export the best sub-network (GAN Compression, step 3)."""
-    import torch
 
     from edgegan.compress.search import SearchConfig, finalize_student, parse_macs, search
     from edgegan.models.mobile_supernet import MobileResnetSupernet
     from edgegan.registry import load
 
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ConfigError(f"--device must be cpu or cuda[:N], got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA device on this machine")
+    check_device(device)
     if b is None and teacher is None:
         raise ConfigError("give --b (validation targets) or --teacher (score against the teacher's outputs)")
     net = load(supernet, map_location=device)

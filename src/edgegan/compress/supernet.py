@@ -9,6 +9,7 @@ import torch
 from edgegan.errors import ConfigError
 from edgegan.models.mobile_resnet import MobileResnetGenerator, MobileResnetGeneratorConfig
 from edgegan.models.mobile_supernet import MobileResnetSupernet
+from edgegan.nn.dynamic import load_leading_slices
 
 __all__ = ["extract_subnet", "subnet_config"]
 
@@ -48,13 +49,10 @@ def extract_subnet(supernet: MobileResnetSupernet, channels: Sequence[int]) -> M
         missing = sorted(set(target) - set(source))
         extra = sorted(set(source) - set(target))
         raise ConfigError(f"supernet and sub-network layouts differ (missing {missing[:3]}, extra {extra[:3]})")
-    state = {}
-    for name, dst in target.items():
-        src = source[name]
-        if src.dim() != dst.dim() or any(d > s for d, s in zip(dst.shape, src.shape, strict=True)):
-            raise ConfigError(f"{name}: sub-network shape {tuple(dst.shape)} is not a slice of {tuple(src.shape)}")
-        state[name] = src[tuple(slice(0, d) for d in dst.shape)].clone()
-    sub.load_state_dict(state, strict=True)
+    try:
+        load_leading_slices(sub, supernet)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     param = next(supernet.parameters(), None)
     if param is not None:
         sub.to(device=param.device, dtype=param.dtype)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from edgegan.errors import ConfigError
 from edgegan.progress import RunBar
+from edgegan.runs import check_device
 
 app = typer.Typer(help="GAN Compression: train a once-for-all supernet from a teacher.", no_args_is_help=True)
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 132)
@@ -88,14 +89,10 @@ def supernet_cmd(
     device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
 ) -> None:
     """Train a once-for-all MobileResnetSupernet from a teacher generator (GAN Compression, step 2)."""
-    import torch
 
     from edgegan.compress.supernet_train import SupernetConfig, train_supernet_from_folders
 
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ConfigError(f"--device must be cpu or cuda[:N], got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA device on this machine")
+    check_device(device)
     if not unpaired and b is None:
         raise ConfigError("--b (the target folder) is required for paired data; pass --unpaired otherwise")
     cfg = SupernetConfig(

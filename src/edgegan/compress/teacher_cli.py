@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from edgegan.errors import ConfigError
+from edgegan.runs import check_device
 
 app = typer.Typer(help="Train teacher generators: pix2pix (paired) and CycleGAN (unpaired).", no_args_is_help=True)
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 132)
@@ -53,13 +54,7 @@ def _options(pairs: list[str]) -> dict[str, str]:
 
 
 def _device(device: str) -> str:
-    import torch
-
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ConfigError(f"--device must be cpu or cuda[:N], got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA device on this machine")
-    return device
+    return check_device(device)
 
 
 def _check_folder(path: Path | None, flag: str) -> None:

@@ -1,5 +1,11 @@
 """Built-in architectures; importing this package registers them."""
 
+from edgegan.models.depth_width import (
+    DepthWidthGenerator,
+    DepthWidthGeneratorConfig,
+    DepthWidthSupernet,
+    DepthWidthSupernetConfig,
+)
 from edgegan.models.discriminators import (
     MultiScaleDiscriminator,
     MultiScaleDiscriminatorConfig,
@@ -13,6 +19,10 @@ from edgegan.models.singan import SinGANDiscriminator, SinGANGenerator, SinGANSc
 from edgegan.models.unet import UnetGenerator, UnetGeneratorConfig
 
 __all__ = [
+    "DepthWidthGenerator",
+    "DepthWidthGeneratorConfig",
+    "DepthWidthSupernet",
+    "DepthWidthSupernetConfig",
     "MobileResnetGenerator",
     "MobileResnetGeneratorConfig",
     "MobileResnetSupernet",

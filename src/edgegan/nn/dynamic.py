@@ -279,3 +279,21 @@ class DynamicMobileResnetBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv_block(x)
+
+
+@torch.no_grad()
+def load_leading_slices(target: nn.Module, source: nn.Module) -> None:
+    """Load into ``target`` the leading slice (first c entries along every dimension) of the same-named
+    tensor of ``source``: how a sub-network inherits a supernet's weights. Conv weights ``[out, in, k, k]``,
+    depthwise ``[c, 1, k, k]``, transposed-conv ``[in, out, k, k]``, biases and BatchNorm statistics alike.
+    ValueError when a target tensor has no counterpart or is not a slice of it."""
+    src = source.state_dict()
+    state = {}
+    for name, dst in target.state_dict().items():
+        if name not in src:
+            raise ValueError(f"{name} of the sub-network has no counterpart in the supernet")
+        full = src[name]
+        if full.dim() != dst.dim() or any(d > s for d, s in zip(dst.shape, full.shape, strict=True)):
+            raise ValueError(f"{name}: sub-network shape {tuple(dst.shape)} is not a slice of {tuple(full.shape)}")
+        state[name] = full[tuple(slice(0, d) for d in dst.shape)].clone()
+    target.load_state_dict(state, strict=True)

@@ -1,0 +1,1 @@
+"""UGC: label-efficient GAN compression (semi-supervised NAS, online multi-teacher distillation)."""

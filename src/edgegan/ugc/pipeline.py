@@ -1,0 +1,273 @@
+"""The whole UGC chain in one resumable call: split -> stage1 -> search -> stage2 -> export.
+
+Each stage writes ``out/<stage>/stage.json`` when it completes; a rerun skips completed stages and
+resumes an interrupted training stage from its last checkpoint. The run's config is saved as
+``out/ugc.json`` and must not change between reruns (a new fraction or budget needs a new folder).
+
+Presets:
+
+* ``"tiny"``: 32 px, ngf 8, one epoch per stage (tests and smoke runs).
+* ``"facades-cpu"``: labels -> photo at 64 px crops from 72 px loads; supernet ngf 32 with widths
+  8..32 step 8, inserted depths 0..2 and a 9-block trunk (largest sub-network 6.2G MACs at 256 px,
+  so teachers are capped there: ~4.5x a 1.4G student rather than 20x); budget 1.4G at 256 px (about
+  1/40 of the pix2pix ResNet teacher); teachers updated every 2nd step; 4+4 epochs per stage
+  (measured on 2 CPU threads: a stage-1 step ~0.3 s, a stage-2 step ~0.4 s at 64 px).
+* ``"facades-gpu"``: the paper's space at 256 px (286 px loads): ngf 64 with widths 8..64 step 8
+  (largest 23.1G, still short of 20x a 1.4G student), 50+50 epochs per stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import edgegan
+from edgegan.compress.distill import json_safe
+from edgegan.errors import ConfigError
+from edgegan.fileio import atomic_write_json
+from edgegan.ugc.common import UGCData
+from edgegan.ugc.config import UGCConfig
+from edgegan.ugc.data import load_split, make_split
+from edgegan.ugc.search import search_all
+from edgegan.ugc.stage1 import load_stage1, train_stage1
+from edgegan.ugc.stage2 import export_student, train_stage2
+
+__all__ = ["PRESETS", "STAGES", "preset", "run_ugc"]
+
+PathLike = str | os.PathLike[str]
+STAGES = ("split", "stage1", "search", "stage2", "export")
+MARKER = "stage.json"
+StageProgress = Callable[[str, str, dict[str, Any] | None], None]
+BatchProgress = Callable[[int, int, int], None]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(
+        load_size=36,
+        crop_size=32,
+        ngf=8,
+        n_blocks=3,
+        max_inserted=2,
+        widths=(4, 8),
+        depths=(0, 1),
+        ndf=8,
+        d_layers=2,
+        stage1_epochs=1,
+        stage1_decay_epochs=0,
+        stage2_epochs=1,
+        stage2_decay_epochs=0,
+        budget="200M",
+        population=4,
+        generations=2,
+        parents=2,
+        teacher_ratio=4.0,
+        teacher_window=0.5,
+    ),
+    "facades-cpu": dict(
+        direction="BtoA",
+        load_size=72,
+        crop_size=64,
+        ngf=32,
+        n_blocks=9,
+        widths=(8, 16, 24, 32),
+        depths=(0, 1, 2),
+        ndf=32,
+        d_layers=3,
+        stage1_epochs=4,
+        stage1_decay_epochs=4,
+        stage2_epochs=4,
+        stage2_decay_epochs=4,
+        teacher_every=2,
+        budget="1.4G",
+        population=12,
+        generations=6,
+        parents=4,
+    ),
+    "facades-gpu": dict(
+        direction="BtoA",
+        load_size=286,
+        crop_size=256,
+        ngf=64,
+        n_blocks=9,
+        stage1_epochs=50,
+        stage1_decay_epochs=50,
+        stage2_epochs=50,
+        stage2_decay_epochs=50,
+        budget="1.4G",
+    ),
+}
+
+
+def preset(name: str, **overrides: Any) -> UGCConfig:
+    """The named preset as a :class:`UGCConfig`, with ``overrides`` applied."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown UGC preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return UGCConfig.from_dict({**PRESETS[name], **overrides})
+
+
+def stage_done(out: PathLike, stage: str) -> dict[str, Any] | None:
+    marker = Path(out) / stage / MARKER
+    return dict(json.loads(marker.read_text())["summary"]) if marker.is_file() else None
+
+
+SEARCH_FIELDS = (
+    "budget",
+    "profile_size",
+    "widths",
+    "depths",
+    "trunk_depths",
+    "teacher_ratio",
+    "teacher_window",
+    "population",
+    "generations",
+    "parents",
+    "mutate_prob",
+    "seed",
+    "val_fraction",
+    "crop_size",
+    "load_size",
+    "direction",
+)
+
+
+def _reusable_search(stage1_from: PathLike | None, cfg: UGCConfig) -> dict[str, Any] | None:
+    """The completed search of the run that ``stage1_from`` belongs to, when its settings match ``cfg``."""
+    if stage1_from is None:
+        return None
+    source = Path(stage1_from).parent
+    done = stage_done(source, "search")
+    saved = source / "ugc.json"
+    if done is None or not saved.is_file():
+        return None
+    theirs = json.loads(saved.read_text())["config"]
+    mine = cfg.to_dict()
+    if any(theirs.get(k) != mine.get(k) for k in SEARCH_FIELDS):
+        return None
+    return {**done, "reused_from": str((source / "search").resolve())}
+
+
+def run_ugc(
+    a_dir: PathLike,
+    b_dir: PathLike,
+    out: PathLike,
+    cfg: UGCConfig | str,
+    *,
+    stage1_from: PathLike | None = None,
+    until: str | None = None,
+    progress: StageProgress | None = None,
+    batch_progress: Callable[[str], BatchProgress | None] | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Run (or continue) UGC on the pairs in ``a_dir``/``b_dir`` into ``out``; returns every stage's summary.
+
+    ``stage1_from`` reuses the stage-1 folder of another run with the same split (for the stage-2
+    ablation); ``until`` stops after that stage.
+    """
+    cfg = preset(cfg) if isinstance(cfg, str) else cfg
+    if not isinstance(cfg, UGCConfig):
+        raise ConfigError(f"cfg must be a UGCConfig or a preset name, got {type(cfg).__name__}")
+    if until is not None and until not in STAGES:
+        raise ConfigError(f"until must be one of {', '.join(STAGES)}, got {until!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "ugc.json"
+    record = {"a_dir": str(Path(a_dir).resolve()), "b_dir": str(Path(b_dir).resolve()), "config": cfg.to_dict()}
+    if saved.is_file():
+        old = json.loads(saved.read_text())
+        if old != record:
+            raise ConfigError(f"{out} holds a UGC run with other settings (see {saved}); use a new folder")
+    else:
+        atomic_write_json(saved, record)
+    wanted = list(STAGES[: STAGES.index(until) + 1]) if until else list(STAGES)
+    stages: dict[str, dict[str, Any]] = {}
+
+    def bar(stage: str) -> BatchProgress | None:
+        return batch_progress(stage) if batch_progress is not None else None
+
+    def run_stage(stage: str, fn: Callable[[Path, bool], dict[str, Any]]) -> None:
+        done = stage_done(out, stage)
+        if done is not None:
+            stages[stage] = done
+            if progress:
+                progress(stage, "skipped", done)
+            return
+        folder = out / stage
+        resume = folder.is_dir() and any(folder.iterdir())
+        if progress:
+            progress(stage, "resume" if resume else "start", None)
+        summary = json_safe(fn(folder, resume))
+        atomic_write_json(folder / MARKER, {"stage": stage, "completed": True, "summary": summary})
+        stages[stage] = summary
+        if progress:
+            progress(stage, "done", summary)
+
+    def split_stage(folder: Path, resume: bool) -> dict[str, Any]:
+        split = make_split(a_dir, b_dir, cfg.labeled_fraction, seed=cfg.seed, direction=cfg.direction, out=folder)
+        return {
+            "fraction": split.fraction,
+            "labeled": len(split.labeled),
+            "unlabeled": len(split.unlabeled),
+            "split": str(folder / "split.json"),
+        }
+
+    def stage1(folder: Path, resume: bool) -> dict[str, Any]:
+        if stage1_from is not None:
+            src = Path(stage1_from)
+            done = stage_done(src.parent, src.name) if (src / MARKER).is_file() else None
+            if done is None:
+                raise ConfigError(f"{stage1_from} is not a completed UGC stage-1 folder")
+            theirs = load_split(src.parent / "split").record
+            if theirs["labeled"] != load_split(out / "split").record["labeled"]:
+                raise ConfigError(f"{stage1_from} was trained on a different label split")
+            return {**done, "reused_from": str(src.resolve())}
+        s = train_stage1(load_split(out / "split"), folder, cfg, resume=resume, progress=bar("stage1"), device=device)
+        return {k: v for k, v in s.items() if k != "history"} | {"last": s["history"][-1] if s["history"] else None}
+
+    def search_stage(folder: Path, resume: bool) -> dict[str, Any]:
+        reused = _reusable_search(stage1_from, cfg)
+        if reused is not None:  # same supernet, split and search settings: the search is deterministic
+            return reused
+        supernet, _ = load_stage1(Path(stages["stage1"]["supernet"]).parent)
+        supernet.to(device).eval()
+        data = UGCData(load_split(out / "split"), cfg)
+        record = search_all(supernet, data.val_pairs(), cfg, device=device)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / "search.json", json_safe(record))
+        brief = {
+            k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in record.items() if isinstance(v, dict)
+        }
+        return {
+            "budget_macs": record["budget_macs"],
+            "size": record["size"],
+            **brief,
+            "search": str(folder / "search.json"),
+        }
+
+    def stage2(folder: Path, resume: bool) -> dict[str, Any]:
+        supernet, d = load_stage1(Path(stages["stage1"]["supernet"]).parent)
+        searched = json.loads(Path(stages["search"]["search"]).read_text())
+        s = train_stage2(
+            load_split(out / "split"),
+            supernet,
+            d,
+            searched,
+            folder,
+            cfg,
+            resume=resume,
+            progress=bar("stage2"),
+            device=device,
+        )
+        return {k: v for k, v in s.items() if k != "history"} | {"last": s["history"][-1] if s["history"] else None}
+
+    def export_stage(folder: Path, resume: bool) -> dict[str, Any]:
+        return export_student(stages["stage2"]["best_student"], folder, size=cfg.profile_size)
+
+    runners = {"split": split_stage, "stage1": stage1, "search": search_stage, "stage2": stage2, "export": export_stage}
+    for stage in wanted:
+        run_stage(stage, runners[stage])
+    result: dict[str, Any] = {"run": str(out), "stages": stages}
+    if "export" in stages:
+        result["student"] = edgegan.load(stages["export"]["model_dir"])
+    return result

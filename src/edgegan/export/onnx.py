@@ -101,6 +101,12 @@ def export_onnx(
     if len(in_names) != len(inputs):
         in_names = [f"input{i}" for i in range(len(inputs))]
     axes = {0: "batch", 2: "height", 3: "width"}
+    # Image inputs and outputs vary in batch, height and width; other inputs (text tokens [N, T, D])
+    # in batch and length.
+    dyn_axes = {
+        n: axes if t.dim() == 4 else {0: "batch", 1: f"{n}_length"} for n, t in zip(in_names, inputs, strict=True)
+    }
+    dyn_axes.update({n: axes for n in out_names})
     target = Path(path)
     if target.suffix != ".onnx":
         raise EdgeganError(f"export path must end in .onnx, got {target}")
@@ -115,7 +121,7 @@ def export_onnx(
                 opset_version=opset,
                 input_names=in_names,
                 output_names=out_names,
-                dynamic_axes={n: axes for n in [*in_names, *out_names]} if dynamic else None,
+                dynamic_axes=dyn_axes if dynamic else None,
             )
         elif exporter == "dynamo":
             shapes = None

@@ -12,6 +12,7 @@ from edgegan.models.discriminators import (
     PatchDiscriminator,
     PatchDiscriminatorConfig,
 )
+from edgegan.models.e2gan import E2GANGenerator, E2GANGeneratorConfig
 from edgegan.models.mobile_resnet import MobileResnetGenerator, MobileResnetGeneratorConfig
 from edgegan.models.mobile_supernet import MobileResnetSupernet, MobileResnetSupernetConfig
 from edgegan.models.resnet import ResnetGenerator, ResnetGeneratorConfig
@@ -23,6 +24,8 @@ __all__ = [
     "DepthWidthGeneratorConfig",
     "DepthWidthSupernet",
     "DepthWidthSupernetConfig",
+    "E2GANGenerator",
+    "E2GANGeneratorConfig",
     "MobileResnetGenerator",
     "MobileResnetGeneratorConfig",
     "MobileResnetSupernet",

@@ -1,0 +1,205 @@
+"""E2GAN's text-conditioned efficient generator, "3RB+1TB".
+
+A pix2pix ResNet generator with ``n_blocks`` (3) residual blocks and one transformer block placed after
+block ``tb_after`` (2). The transformer block halves the feature map with a stride-2 conv, runs
+self-attention over the pixels, cross-attention to the text tokens (separate linear q/k/v/out
+projections) and a gated MLP (GEGLU), each pre-normed and residual and framed by input/output
+projections as in Stable Diffusion's transformer blocks, then restores the size with a transposed conv;
+the block's output is added to its input. With ``ngf=64`` at 256×256 it has about 7.1 M parameters and
+23.6 G MACs, the paper's figures.
+
+``forward(x, text)`` takes images ``[N, C, H, W]`` in [-1, 1] (H and W multiples of 8) and text token
+embeddings ``[N, T, text_dim]``; ``text_mask`` ``[N, T]`` (True = real token) masks padding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgegan.errors import ConfigError
+from edgegan.nn import NormKind, PaddingKind, ResnetBlock, conv_bias, norm_layer, pad_and_conv_padding
+from edgegan.registry import EdgeModel, ModelConfig, register
+
+__all__ = ["E2GANGenerator", "E2GANGeneratorConfig", "TransformerBlock"]
+
+
+@dataclass
+class E2GANGeneratorConfig(ModelConfig):
+    input_nc: int = 3
+    output_nc: int = 3
+    ngf: int = 64
+    n_blocks: int = 3
+    tb_after: int = 2
+    text_dim: int = 384
+    heads: int = 8
+    mlp_ratio: float = 4.0
+    norm: NormKind = "instance"
+    padding_type: PaddingKind = "reflect"
+
+    def __post_init__(self) -> None:
+        for name in ("input_nc", "output_nc", "ngf", "text_dim", "heads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.n_blocks < 0 or not 0 <= self.tb_after <= self.n_blocks:
+            raise ConfigError(f"tb_after must be in [0, n_blocks={self.n_blocks}], got {self.tb_after}")
+        if (self.ngf * 4) % self.heads:
+            raise ConfigError(f"the trunk width {self.ngf * 4} must be divisible by heads={self.heads}")
+        if self.mlp_ratio <= 0:
+            raise ConfigError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
+
+
+class _ScaledDotProduct(nn.Module):
+    """softmax(QKᵀ/√d)·V over heads; a module of its own so the profiler counts its two matmuls."""
+
+    def __init__(self, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        n, lq, dim = q.shape
+        lk = k.shape[1]
+        d = dim // self.heads
+        q = q.reshape(n, lq, self.heads, d).transpose(1, 2)
+        k = k.reshape(n, lk, self.heads, d).transpose(1, 2)
+        v = v.reshape(n, lk, self.heads, d).transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(d)
+        if mask is not None:
+            scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)
+        out = scores.softmax(-1) @ v
+        return out.transpose(1, 2).reshape(n, lq, dim)
+
+    def extra_macs(self, inputs: tuple[Any, ...], output: torch.Tensor) -> int:
+        q, k = inputs[0], inputs[1]
+        return 2 * q.shape[0] * q.shape[1] * k.shape[1] * q.shape[2]
+
+
+class _Attention(nn.Module):
+    def __init__(self, dim: int, context_dim: int, heads: int) -> None:
+        super().__init__()
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(context_dim, dim)
+        self.v = nn.Linear(context_dim, dim)
+        self.out = nn.Linear(dim, dim)
+        self.attend = _ScaledDotProduct(heads)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.out(self.attend(self.q(x), self.k(context), self.v(context), mask))
+
+
+class GEGLU(nn.Module):
+    """The gated MLP of Stable Diffusion's transformer blocks: ``W2 · (a ⊙ GELU(g))`` with ``[a, g] = W1·x``."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, hidden * 2)
+        self.out = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, gate = self.proj(x).chunk(2, dim=-1)
+        return self.out(a * F.gelu(gate))
+
+
+class TransformerBlock(nn.Module):
+    """Stride-2 conv, then on the half-size map (as tokens): input projection, self-attention,
+    cross-attention to the text, gated MLP, output projection (pre-norm, residual); transposed conv."""
+
+    def __init__(self, dim: int, text_dim: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(dim, dim, 3, stride=2, padding=1)
+        self.norm_in = nn.LayerNorm(dim)
+        self.proj_in = nn.Linear(dim, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.self_attn = _Attention(dim, dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.cross_attn = _Attention(dim, text_dim, heads)
+        self.norm3 = nn.LayerNorm(dim)
+        self.mlp = GEGLU(dim, int(dim * mlp_ratio))
+        self.proj_out = nn.Linear(dim, dim)
+        self.up = nn.ConvTranspose2d(dim, dim, 3, stride=2, padding=1, output_padding=1)
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.down(x)
+        n, c, hh, ww = h.shape
+        tokens = h.flatten(2).transpose(1, 2)  # [N, HW, C]
+        t = self.proj_in(self.norm_in(tokens))
+        a = self.norm1(t)
+        t = t + self.self_attn(a, a)
+        t = t + self.cross_attn(self.norm2(t), text, text_mask)
+        t = t + self.mlp(self.norm3(t))
+        t = self.proj_out(t) + tokens
+        h = t.transpose(1, 2).reshape(n, c, hh, ww)
+        return x + self.up(h)
+
+
+@register("e2gan_generator")
+class E2GANGenerator(EdgeModel):
+    """3RB+1TB: stem, two stride-2 downs, residual blocks with one transformer block, two ups, head."""
+
+    config_cls = E2GANGeneratorConfig
+    config: E2GANGeneratorConfig
+    input_names = ("image", "text")
+
+    def __init__(self, config: E2GANGeneratorConfig | None = None, **options: object) -> None:
+        config = config or E2GANGeneratorConfig.from_dict(options)
+        super().__init__(config)
+        c = config
+        bias = conv_bias(c.norm)
+        pads, p = pad_and_conv_padding(c.padding_type, 3)
+        self.stem = nn.Sequential(
+            *pads, nn.Conv2d(c.input_nc, c.ngf, 7, padding=p, bias=bias), norm_layer(c.norm, c.ngf), nn.ReLU(True)
+        )
+        self.down = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(c.ngf * 2**i, c.ngf * 2 ** (i + 1), 3, stride=2, padding=1, bias=bias),
+                norm_layer(c.norm, c.ngf * 2 ** (i + 1)),
+                nn.ReLU(True),
+            )
+            for i in range(2)
+        )
+        trunk = c.ngf * 4
+        self.blocks = nn.ModuleList(ResnetBlock(trunk, c.norm, 0.0, c.padding_type) for _ in range(c.n_blocks))
+        self.transformer = TransformerBlock(trunk, c.text_dim, c.heads, c.mlp_ratio)
+        self.up = nn.ModuleList(
+            nn.Sequential(
+                nn.ConvTranspose2d(
+                    c.ngf * 2 ** (2 - i), c.ngf * 2 ** (1 - i), 3, stride=2, padding=1, output_padding=1, bias=bias
+                ),
+                norm_layer(c.norm, c.ngf * 2 ** (1 - i)),
+                nn.ReLU(True),
+            )
+            for i in range(2)
+        )
+        pads, p = pad_and_conv_padding(c.padding_type, 3)
+        self.head = nn.Sequential(*pads, nn.Conv2d(c.ngf, c.output_nc, 7, padding=p), nn.Tanh())
+
+    def crucial_layers(self) -> dict[str, list[str]]:
+        """The paper's parts: sampling layers (down/up convs), the transformer block's layers, residual blocks."""
+        names = {n for n, m in self.named_modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear)}
+        sampling = sorted(n for n in names if n.startswith(("down.", "up.")))
+        transformer = sorted(n for n in names if n.startswith("transformer."))
+        blocks = sorted(n for n in names if n.startswith("blocks."))
+        return {"sampling": sampling, "transformer": transformer, "residual": blocks}
+
+    def example_input(self, size: int | tuple[int, int] = 256, batch: int = 1) -> Any:
+        h, w = (size, size) if isinstance(size, int) else size
+        return (torch.randn(batch, self.config.input_nc, h, w), torch.randn(batch, 8, self.config.text_dim))
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.stem(x)
+        for layer in self.down:
+            h = layer(h)
+        for i, block in enumerate(self.blocks):
+            if i == self.config.tb_after:
+                h = self.transformer(h, text, text_mask)
+            h = block(h)
+        if self.config.tb_after == len(self.blocks):
+            h = self.transformer(h, text, text_mask)
+        for layer in self.up:
+            h = layer(h)
+        return self.head(h)

@@ -149,24 +149,6 @@ def main() -> None:
         paths: dict[str, Path] = {}
         info: dict[str, Any] = {"labeled": len(split.labeled), "unlabeled": len(split.unlabeled)}
 
-        # GAN Compression on the labelled pairs (its teacher stage is the teacher row).
-        gc_run = root / "gan_compression"
-        fresh = not (gc_run / "teacher" / "stage.json").is_file()
-        if f == 1.0 and fresh and args.gc_run is not None and _seed_from_gc_run(args.gc_run, gc_run):
-            log(f"fraction {f}: reusing the teacher and supernet of {args.gc_run}")
-        started = time.perf_counter()
-        res = run_pipeline(
-            lab_a,
-            lab_b,
-            gc_run,
-            _gc_cfg(f),
-            progress=lambda s, e, _i, f=f: log(f"fraction {f} gan_compression {s}: {e}"),
-        )
-        timings[f"{_tag(f)}/gan_compression"] = time.perf_counter() - started
-        paths["teacher"] = Path(res["summary"]["teacher"]["path"])
-        paths["gan_compression"] = Path(res["summary"]["student"]["path"])
-        info["gan_compression_budget_64px"] = _gc_cfg(f).budget_macs
-
         variants = [("ugc", {}, None)]
         if f in ablations:
             variants += [
@@ -192,7 +174,31 @@ def main() -> None:
                 "perceptual": res["stages"]["stage2"]["perceptual"],
             }
             assert json.loads((root / name / "split" / "split.json").read_text())["labeled"] == split.record["labeled"]
-        trained[_tag(f)] = paths
+        # GAN Compression on the labelled pairs (its teacher stage is the teacher row).
+        gc_run = root / "gan_compression"
+        fresh = not (gc_run / "teacher" / "stage.json").is_file()
+        if f == 1.0 and fresh and args.gc_run is not None and args.gc_run.is_dir():
+            # The GAN Compression bench trains the same teacher and supernet on all pairs: wait for it
+            # rather than train them twice.
+            while stage_done(args.gc_run, "supernet") is None:
+                log(f"fraction {f}: waiting for {args.gc_run} to finish its supernet stage")
+                time.sleep(60)
+            _seed_from_gc_run(args.gc_run, gc_run)
+            log(f"fraction {f}: reusing the teacher and supernet of {args.gc_run}")
+        started = time.perf_counter()
+        res = run_pipeline(
+            lab_a,
+            lab_b,
+            gc_run,
+            _gc_cfg(f),
+            progress=lambda s, e, _i, f=f: log(f"fraction {f} gan_compression {s}: {e}"),
+        )
+        timings[f"{_tag(f)}/gan_compression"] = time.perf_counter() - started
+        paths["teacher"] = Path(res["summary"]["teacher"]["path"])
+        paths["gan_compression"] = Path(res["summary"]["student"]["path"])
+        info["gan_compression_budget_64px"] = _gc_cfg(f).budget_macs
+
+        trained[_tag(f)] = {k: paths[k] for k in ROWS if k in paths}
         runs[_tag(f)] = info
     if args.train_only:
         log("trained every row; evaluation skipped (--train-only)")

@@ -481,6 +481,9 @@ def _add_subcommands() -> None:
     from edgegan.ugc.cli import app as ugc_app
 
     app.add_typer(ugc_app, name="ugc", help="UGC: label-efficient compression with semi-supervised NAS.")
+    from edgegan.e2gan.cli import app as e2gan_app
+
+    app.add_typer(e2gan_app, name="e2gan", help="E2GAN: editing GANs distilled from editors, LoRA per concept.")
 
 
 _add_subcommands()

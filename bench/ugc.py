@@ -11,7 +11,7 @@ For each labelled fraction f (split of facades/*/train by seed 0, saved as ``f*/
   budget set to 1.4G MACs at 256 px (87.5M at its 64 px search size), about 1/40 of the teacher at 256 px;
   at f = 1.0 its teacher and supernet stages are reused from ``--gc-run``.
 * ``ugc``: the UGC pipeline (facades-cpu preset) with the same budget; the unlabelled remainder is used.
-  Its stages run the same number of optimisation steps at every fraction (the preset's 4+4 epochs are
+  Its stages run the same number of optimisation steps at every fraction (the preset's 3+3 epochs are
   defined at f = 0.25 and scaled by the labelled-set size), so a bigger labelled set is not more compute.
 * ablations at the ``--ablations`` fractions: ``ugc_no_u_stage1`` (the sub-networks distil on labelled
   inputs instead of unlabelled ones) and ``ugc_no_u_stage2`` (stage 1 reused, no unlabelled data in stage 2).
@@ -152,8 +152,8 @@ def main() -> None:
         variants = [("ugc", {}, None)]
         if f in ablations:
             variants += [
-                ("ugc_no_u_stage1", {"use_unlabeled_stage1": False}, None),
                 ("ugc_no_u_stage2", {"use_unlabeled_stage2": False}, root / "ugc" / "stage1"),
+                ("ugc_no_u_stage1", {"use_unlabeled_stage1": False}, None),
             ]
         for name, overrides, stage1_from in variants:
             cfg = _ugc_cfg(f, n_pairs, **overrides)

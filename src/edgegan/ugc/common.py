@@ -72,12 +72,17 @@ def make_discriminator(cfg: UGCConfig, input_nc: int = 3, output_nc: int = 3) ->
 
 
 def make_omgd(cfg: UGCConfig, discriminator: nn.Module, device: torch.device) -> tuple[OMGDLoss, str]:
-    """The OMGD loss with the configured perceptual network; also that network's name (for the logs)."""
+    """The OMGD loss with the configured perceptual network; also a description naming that network and
+    the weights used (the discriminator substitute has its own feature and style weights)."""
     net, name = build_perceptual(
         cfg.perceptual, weights=cfg.perceptual_weights, discriminator=discriminator, conditional=True, device=device
     )
-    loss = OMGDLoss(net, cfg.lambda_ssim, cfg.lambda_feature, cfg.lambda_style, cfg.lambda_tv)
-    return loss, name
+    vgg = name.startswith("vgg16")
+    feature = cfg.lambda_feature if vgg else cfg.lambda_feature_d
+    style = cfg.lambda_style if vgg else cfg.lambda_style_d
+    loss = OMGDLoss(net, cfg.lambda_ssim, feature, style, cfg.lambda_tv)
+    weights = f"λ ssim {cfg.lambda_ssim:g}, feature {feature:g}, style {style:g}, tv {cfg.lambda_tv:g}"
+    return loss, f"{name}; {weights}"
 
 
 @torch.no_grad()

@@ -54,6 +54,11 @@ class UGCConfig:
     lambda_feature: float = 1e4
     lambda_style: float = 1e1
     lambda_tv: float = 1e-5
+    # The discriminator-feature substitute's activations are not on VGG's scale: at the paper's 1e4 its
+    # feature term drowns the supervised loss of the largest sub-network (stage 1 collapses to a constant
+    # image), so the substitute uses its own feature and style weights.
+    lambda_feature_d: float = 1e1
+    lambda_style_d: float = 1e1
     perceptual: str = "auto"
     perceptual_weights: str | None = None
     # optimisation (pix2pix rule: constant lr, then linear decay over decay epochs)
@@ -132,7 +137,16 @@ class UGCConfig:
             raise ConfigError(f"gan_mode must be one of {', '.join(GAN_MODES)}, got {self.gan_mode!r}")
         if self.perceptual not in PERCEPTUAL:
             raise ConfigError(f"perceptual must be one of {', '.join(PERCEPTUAL)}, got {self.perceptual!r}")
-        for name in ("lambda_recon", "lambda_ssim", "lambda_feature", "lambda_style", "lambda_tv", "lr"):
+        for name in (
+            "lambda_recon",
+            "lambda_ssim",
+            "lambda_feature",
+            "lambda_style",
+            "lambda_tv",
+            "lambda_feature_d",
+            "lambda_style_d",
+            "lr",
+        ):
             v = getattr(self, name)
             if not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
                 raise ConfigError(f"{name} must be a finite number >= 0, got {v!r}")

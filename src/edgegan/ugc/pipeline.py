@@ -10,7 +10,7 @@ Presets:
 * ``"facades-cpu"``: labels -> photo at 64 px crops from 72 px loads; supernet ngf 32 with widths
   8..32 step 8, inserted depths 0..2 and a 9-block trunk (largest sub-network 6.2G MACs at 256 px,
   so teachers are capped there: ~4.5x a 1.4G student rather than 20x); budget 1.4G at 256 px (about
-  1/40 of the pix2pix ResNet teacher); teachers updated every 2nd step; 4+4 epochs per stage
+  1/40 of the pix2pix ResNet teacher); teachers updated every 2nd step; 3+3 epochs per stage
   (measured on 2 CPU threads: a stage-1 step ~0.3 s, a stage-2 step ~0.4 s at 64 px).
 * ``"facades-gpu"``: the paper's space at 256 px (286 px loads): ngf 64 with widths 8..64 step 8
   (largest 23.1G, still short of 20x a 1.4G student), 50+50 epochs per stage.
@@ -75,10 +75,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         depths=(0, 1, 2),
         ndf=32,
         d_layers=3,
-        stage1_epochs=4,
-        stage1_decay_epochs=4,
-        stage2_epochs=4,
-        stage2_decay_epochs=4,
+        stage1_epochs=3,
+        stage1_decay_epochs=3,
+        stage2_epochs=3,
+        stage2_decay_epochs=3,
         teacher_every=2,
         budget="1.4G",
         population=12,

@@ -50,6 +50,7 @@ from edgegan.report import write_report  # noqa: E402
 from edgegan.ugc.data import make_split  # noqa: E402
 from edgegan.ugc.pipeline import preset as ugc_preset  # noqa: E402
 from edgegan.ugc.pipeline import run_ugc  # noqa: E402
+from edgegan.ugc.pipeline import stage_done as ugc_stage_done  # noqa: E402
 
 BUDGET_256 = 1_400_000_000  # MACs (GC convention) at 256 px: ~1/40 of the 56.8G pix2pix ResNet teacher
 EVAL_SIZE = 64
@@ -124,6 +125,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results/ugc"))
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--train-only", action="store_true", help="train every row, skip the evaluation")
+    ap.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="train nothing: evaluate the rows that are complete and list the missing ones in the report",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -141,6 +147,7 @@ def main() -> None:
 
     trained: dict[str, dict[str, Path]] = {}
     runs: dict[str, dict[str, Any]] = {}
+    missing: list[str] = []
     for f in fractions:
         root = out / _tag(f)
         split = make_split(dirs["A_train"], dirs["B_train"], f, seed=0, direction=DIRECTION, out=root / "split")
@@ -157,6 +164,22 @@ def main() -> None:
             ]
         for name, overrides, stage1_from in variants:
             cfg = _ugc_cfg(f, n_pairs, **overrides)
+            if args.eval_only:
+                done = ugc_stage_done(root / name, "export")
+                if done is None:
+                    missing.append(f"{_tag(f)}/{name}")
+                else:
+                    paths[name] = Path(done["model_dir"])
+                    search_done = ugc_stage_done(root / name, "search") or {}
+                    info[name] = {
+                        "epochs": [
+                            cfg.stage1_epochs + cfg.stage1_decay_epochs,
+                            cfg.stage2_epochs + cfg.stage2_decay_epochs,
+                        ],
+                        "search": {k: search_done.get(k) for k in ("student", "wide", "deep")},
+                        "perceptual": (ugc_stage_done(root / name, "stage2") or {}).get("perceptual"),
+                    }
+                continue
             started = time.perf_counter()
             res = run_ugc(
                 dirs["A_train"],
@@ -176,6 +199,22 @@ def main() -> None:
             assert json.loads((root / name / "split" / "split.json").read_text())["labeled"] == split.record["labeled"]
         # GAN Compression on the labelled pairs (its teacher stage is the teacher row).
         gc_run = root / "gan_compression"
+        if args.eval_only:
+            teacher_done = stage_done(gc_run, "teacher")
+            if teacher_done is None and f == 1.0 and args.gc_run is not None:
+                teacher_done = stage_done(args.gc_run, "teacher")
+            export_done = stage_done(gc_run, "export")
+            for name, done, key in (
+                ("teacher", teacher_done, "best_generator"),
+                ("gan_compression", export_done, None),
+            ):
+                if done is None:
+                    missing.append(f"{_tag(f)}/{name}")
+                else:
+                    paths[name] = Path(done[key] if key else done["student"]["path"])
+            trained[_tag(f)] = {k: paths[k] for k in ROWS if k in paths}
+            runs[_tag(f)] = info
+            continue
         fresh = not (gc_run / "teacher" / "stage.json").is_file()
         if f == 1.0 and fresh and args.gc_run is not None and args.gc_run.is_dir():
             # The GAN Compression bench trains the same teacher and supernet on all pairs: wait for it
@@ -235,6 +274,7 @@ def main() -> None:
         "runs": runs,
         "results": results,
         "claims": claims,
+        "missing_rows": missing,
         "train_seconds_this_invocation": timings,
         "machine": info,
         "machine_line": machine_line(info),
@@ -276,7 +316,12 @@ def main() -> None:
         metrics=metrics,
         grids=grids,
         grid_labels=labels,
-        notes=[*lines, *(f"{k}: {v}" for k, v in claims.items()), f"machine: {machine_line(info)}"],
+        notes=[
+            *lines,
+            *(f"{k}: {v}" for k, v in claims.items()),
+            *([f"rows not trained yet (rerun the bench to finish them): {', '.join(missing)}"] if missing else []),
+            f"machine: {machine_line(info)}",
+        ],
     )
     console.print(f"machine: {machine_line(info)}; wrote {out / 'results.json'} and {out / 'report.md'}")
 

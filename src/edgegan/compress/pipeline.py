@@ -23,10 +23,11 @@ Presets (:data:`PRESETS`):
   64 px crops from 72 px loads, teacher ``resnet_generator`` ngf 32 with 9 blocks (0.91 G MACs at 64 px),
   supernet ngf 32 with choices 8..32, budget auto (teacher / 10). Estimate for 400 pairs (360 trained,
   40 held out), batch 1, 2 CPU threads (measured: a teacher step 0.08 s; a sandwich supernet step,
-  three sub-networks plus the frozen teacher, ~0.15 s; a distillation step ~0.07 s): teacher 20+20
-  epochs (~14400 steps, ~20 min), supernet 8+8 epochs (~5800 steps, ~15 min), search 8 x 8 candidates
+  three sub-networks plus the frozen teacher, ~0.26 s; a distillation step ~0.07 s): teacher 20+20
+  epochs (~14400 steps, ~20 min), supernet 8+8 epochs (~5800 steps, ~25 min), search 8 x 8 candidates
   on 16 held-out training pairs (~1 min), fine-tune 8+8 epochs (~5800 steps, ~7 min), export (seconds):
-  about 45 minutes on a fast 2-core machine, under 90 on a slow one. Time scales linearly with the
+  measured: the teacher ~27 min and the supernet ~25 min alone; about 80 minutes in all on this
+  2-core machine. Time scales linearly with the
   epochs (:func:`scaled`) and the number of pairs, and roughly with the square of the crop size
   (96 px ~2.3x, 128 px ~4x).
 * ``"facades-gpu"``: the papers' setting at 256 px (286 px loads), teacher ngf 64 with 9 blocks for

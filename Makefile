@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install torch==2.13.0
-	$(PIP) install -c constraints.txt -e '.[dev,server,e2gan]'
+	$(PIP) install -c constraints.txt -e '.[dev,server,e2gan,diffusion]'
 	@$(PY) -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') and not torch.version.cuda else 'torch is not the 2.13.0 CPU build')"
 	touch $(STAMP)
 

@@ -10,10 +10,11 @@ import torch.nn.functional as F
 import edgegan
 from edgegan.data import save_image
 from edgegan.e2gan.editors import CLASSICAL, CallableEditor, classical_editor
+from edgegan.e2gan.image_encoder import StatsImageEncoder, cosine_similarity_fn
 from edgegan.e2gan.pairs import make_pairs
-from edgegan.e2gan.select import select_kmeans, select_random
+from edgegan.e2gan.select import select_concepts, select_kmeans, select_random
 from edgegan.e2gan.text import CachedTextEncoder, TinyTextEncoder
-from edgegan.e2gan.train import E2GANTrainConfig, finetune, load_pairs, pretrain
+from edgegan.e2gan.train import E2GANTrainConfig, choose_base_concepts, finetune, load_pairs, pretrain
 from edgegan.errors import ConfigError
 from edgegan.nn.lora import LoRALayer, lora_layers
 
@@ -111,6 +112,48 @@ def test_kmeans_selection_returns_distinct_nearest_to_centre_samples():
     assert select_random(60, 3, seed=1) == select_random(60, 3, seed=1)
 
 
+def test_select_concepts_keeps_one_concept_per_group():
+    gen = torch.Generator().manual_seed(0)
+    warm, cold = torch.tensor([5.0, 0.0, 1.0]), torch.tensor([-5.0, 2.0, 1.0])
+    emb = {f"warm{i}": warm + 0.1 * torch.randn(3, generator=gen) for i in range(3)}
+    emb |= {f"cold{i}": cold + 0.1 * torch.randn(3, generator=gen) for i in range(3)}
+    picked = select_concepts(emb, 2, seed=0)
+    assert len(picked) == 2 and {p[:4] for p in picked} == {"warm", "cold"}
+    with pytest.raises(ConfigError, match="cannot pick 7"):
+        select_concepts(emb, 7)
+
+
+def test_base_concepts_by_kmeans_over_stats_embeddings(pairs):
+    enc = StatsImageEncoder()
+    x = torch.rand(2, 3, 40, 40) * 2 - 1
+    assert enc.embed(x).shape == (2, 88) and torch.equal(enc.embed(x), enc.embed(x))
+    a = choose_base_concepts(pairs, ["sepia", "posterize", "cool"], 2, enc)
+    assert len(set(a["chosen"])) == 2 and set(a["chosen"]) <= {"sepia", "posterize", "cool"}
+    assert a == choose_base_concepts(pairs, ["sepia", "posterize", "cool"], 2, enc)
+    sim = cosine_similarity_fn(enc)
+    img = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    assert sim(img, img) == pytest.approx(1.0) and sim(img, 255 - img[..., ::-1] // 4) < 0.99
+
+
+def test_clip_image_encoder_loads_locally_and_checks_the_hash(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from edgegan.e2gan.image_encoder import CLIPImageEncoder
+    from edgegan.weights import sha256_of
+
+    cfg = transformers.CLIPVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8
+    )
+    transformers.CLIPVisionModelWithProjection(cfg).save_pretrained(tmp_path / "clip")
+    digest = sha256_of(tmp_path / "clip" / "model.safetensors")
+    enc = CLIPImageEncoder(tmp_path / "clip", sha256=digest[:16])
+    out = enc.embed(torch.rand(3, 3, 40, 56) * 2 - 1)
+    assert out.shape == (3, cfg.projection_dim) and out.isfinite().all()
+    with pytest.raises(ConfigError, match="expected"):
+        CLIPImageEncoder(tmp_path / "clip", sha256="0" * 16)
+    with pytest.raises(ConfigError, match="no CLIP image encoder"):
+        CLIPImageEncoder(tmp_path / "absent")
+
+
 def test_pretrain_then_lora_finetune_trains_only_adapters(pairs, tmp_path):
     cfg = E2GANTrainConfig(ngf=8, ndf=8, d_layers=2, heads=2, size=32, epochs=1, val_fraction=0.25)
     enc = TinyTextEncoder(dim=12)
@@ -166,6 +209,10 @@ def test_cli_end_to_end(images, tmp_path):
                 "pencil",
                 "--size",
                 "32",
+                "--image-encoder",
+                "stats",
+                "--min-similarity",
+                "0.0",
             ]
         )
         == 0
@@ -178,8 +225,8 @@ def test_cli_end_to_end(images, tmp_path):
                 "pretrain",
                 "--pairs",
                 str(tmp_path / "p"),
-                "--concept",
-                "sepia",
+                "--pick",
+                "1",
                 "--out",
                 str(tmp_path / "b"),
                 "--epochs",

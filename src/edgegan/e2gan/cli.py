@@ -61,6 +61,10 @@ def make_pairs_cmd(
     limit: int | None = typer.Option(None, "--limit", help="Use only the first N images."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device"),
+    image_encoder: str | None = typer.Option(
+        None, "--image-encoder", help="Drop failed edits: 'stats' (no weights) or a local CLIP vision folder."
+    ),
+    min_similarity: float = typer.Option(0.5, "--min-similarity", help="Keep edits with cos(input, edit) >= this."),
     list_editors: bool = typer.Option(False, "--list", help="List the classical editors and exit."),
 ) -> None:
     """Edit a folder of images with classical or diffusion editors into (input, edit) pairs per concept."""
@@ -96,11 +100,24 @@ def make_pairs_cmd(
             concepts[p] = (d, p)
     if not concepts:
         raise ConfigError("give --editor NAME (see --list) or --diffusion KIND --model PATH --prompt TEXT")
+    similarity = None
+    if image_encoder is not None:
+        from edgegan.e2gan.image_encoder import cosine_similarity_fn
+        from edgegan.e2gan.image_encoder import image_encoder as build_image_encoder
+
+        similarity = cosine_similarity_fn(build_image_encoder(image_encoder, device=device))
     files = list_images(images)[: limit or None]
     total = len(files) * len(concepts)
     with _bar("edits", 1) as bar:
         result = make_pairs(
-            files, concepts, out, size=size, seed=seed, progress=lambda done, _t: bar.update(1, done, total)
+            files,
+            concepts,
+            out,
+            size=size,
+            seed=seed,
+            similarity=similarity,
+            min_similarity=min_similarity,
+            progress=lambda done, _t: bar.update(1, done, total),
         )
     console.print(f"pairs: {result['pairs']}; dropped: {result['dropped']}; already done: {result['skipped']}")
 
@@ -108,8 +125,12 @@ def make_pairs_cmd(
 @app.command("pretrain")
 def pretrain_cmd(
     pairs: Path = typer.Option(..., "--pairs", help="Pairs folder from make-pairs."),
-    concept: list[str] = typer.Option(..., "--concept", help="Concept for the base model (repeatable)."),
+    concept: list[str] = typer.Option(
+        [], "--concept", help="Concept for the base model (repeatable); with --pick, the candidates (default: all)."
+    ),
     out: Path = typer.Option(..., "--out"),
+    pick: int | None = typer.Option(None, "--pick", help="Choose N base concepts by K-means over image embeddings."),
+    image_encoder: str = typer.Option("stats", "--image-encoder", help="For --pick: 'stats' or a CLIP folder."),
     size: int = typer.Option(256, "--size"),
     epochs: int = typer.Option(10, "--epochs"),
     ngf: int = typer.Option(64, "--ngf"),
@@ -122,12 +143,27 @@ def pretrain_cmd(
     from edgegan.e2gan.train import pretrain
 
     cfg = _cfg(size, epochs, ngf, batch_size, seed)
+    if pick is not None:
+        concept = _pick(pairs, concept, pick, image_encoder, seed)
+    elif not concept:
+        raise ConfigError("give --concept NAME (repeatable) or --pick N")
     enc = _encoder(text_encoder, out / "text_cache")
     with _bar("pretrain", epochs) as bar:
         s = pretrain(pairs, concept, out, cfg, enc, resume=resume, progress=bar.update)
     console.print(
         f"base model: {s['base']} ({s['params']:,} params), best epoch {s['best_epoch']}, val PSNR {s['best_psnr']}"
     )
+
+
+def _pick(pairs: Path, candidates: list[str], n: int, encoder_spec: str, seed: int) -> list[str]:
+    from edgegan.e2gan.image_encoder import image_encoder
+    from edgegan.e2gan.pairs import load_pairs_index
+    from edgegan.e2gan.train import choose_base_concepts
+
+    names = candidates or sorted(load_pairs_index(pairs)["concepts"])
+    picked = choose_base_concepts(pairs, names, n, image_encoder(encoder_spec), seed=seed)["chosen"]
+    console.print(f"base concepts (K-means over {encoder_spec} embeddings of the edits): {', '.join(picked)}")
+    return picked
 
 
 def _parse_ranks(spec: str) -> dict[str, int] | None:

@@ -14,7 +14,7 @@ from torch import nn
 
 from edgegan.errors import ConfigError
 
-__all__ = ["bottleneck_features", "kmeans", "select_kmeans", "select_random"]
+__all__ = ["bottleneck_features", "kmeans", "select_concepts", "select_kmeans", "select_random"]
 
 
 def kmeans(features: torch.Tensor, n: int, seed: int = 0, iters: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,6 +54,19 @@ def select_kmeans(features: torch.Tensor, n: int, seed: int = 0) -> list[int]:
                 chosen.append(int(idx))
                 break
     return chosen
+
+
+def select_concepts(embeddings: dict[str, torch.Tensor], n: int, seed: int = 0) -> list[str]:
+    """E2GAN's choice of base concepts: K-means over the per-concept mean image embeddings
+    (``{concept: [D]}``), keeping the concept nearest each of ``n`` centres, in the input order."""
+    names = list(embeddings)
+    if not 1 <= n <= len(names):
+        raise ConfigError(f"cannot pick {n} base concepts from {len(names)}")
+    feats = torch.stack([embeddings[k].flatten().float() for k in names])
+    # standardise each dimension so that no one statistic (or embedding axis) dominates the distances
+    feats = (feats - feats.mean(0)) / feats.std(0, unbiased=False).clamp_min(1e-8)
+    chosen = set(select_kmeans(feats, n, seed))
+    return [k for i, k in enumerate(names) if i in chosen]
 
 
 def select_random(n_items: int, n: int, seed: int = 0) -> list[int]:

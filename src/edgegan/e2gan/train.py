@@ -24,8 +24,9 @@ from torch import nn
 
 import edgegan
 from edgegan.data.images import load_image
+from edgegan.e2gan.image_encoder import ImageEncoder
 from edgegan.e2gan.pairs import concept_slug, load_pairs_index
-from edgegan.e2gan.select import bottleneck_features, select_kmeans, select_random
+from edgegan.e2gan.select import bottleneck_features, select_concepts, select_kmeans, select_random
 from edgegan.e2gan.text import TextEncoder
 from edgegan.errors import ConfigError
 from edgegan.fileio import atomic_write_json
@@ -46,6 +47,7 @@ __all__ = [
     "E2GANTrainConfig",
     "PairSet",
     "apply_adapter",
+    "choose_base_concepts",
     "crucial_layer_names",
     "finetune",
     "layer_study",
@@ -333,6 +335,24 @@ def pretrain(
     }
     atomic_write_json(Path(out) / "summary.json", {**summary, "history": result["history"]})
     return summary
+
+
+def choose_base_concepts(
+    pairs_dir: str | os.PathLike[str],
+    concepts: Sequence[str],
+    n: int,
+    encoder: ImageEncoder,
+    *,
+    size: int = 64,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Pick ``n`` of ``concepts`` for the base model: K-means over each concept's mean embedding of its
+    edited images (:func:`edgegan.e2gan.select.select_concepts`). Returns ``{"chosen", "encoder"}``."""
+    means = {}
+    for concept in concepts:
+        data = load_pairs(pairs_dir, [concept], size)
+        means[concept] = torch.cat([encoder.embed(data.targets[i : i + 32]) for i in range(0, len(data), 32)]).mean(0)
+    return {"chosen": select_concepts(means, n, seed), "encoder": encoder.name, "candidates": list(concepts)}
 
 
 def _select(

@@ -172,6 +172,22 @@ def test_pretrain_then_lora_finetune_trains_only_adapters(pairs, tmp_path):
     assert len(data) == 8 and set(data.concepts) == {"cool"}
 
 
+def test_rank_search_doubles_ranks_and_keeps_the_best(pairs, tmp_path):
+    from edgegan.e2gan.train import rank_search
+
+    cfg = E2GANTrainConfig(ngf=8, ndf=8, d_layers=2, heads=2, size=32, epochs=1, val_fraction=0.25)
+    enc = TinyTextEncoder(dim=12)
+    base = pretrain(pairs, ["sepia"], tmp_path / "base", cfg, enc)["base"]
+    rec = rank_search(base, pairs, ["cool"], tmp_path / "rs", cfg, enc, every=1, max_rank=4, min_gain_db=-1e9)
+    trail = rec["concepts"]["cool"]["trail"]
+    assert [set(t["ranks"].values()) for t in trail] == [{1}, {2}, {4}]  # doubles to the cap, then stops
+    assert trail[0]["trainable"] < trail[1]["trainable"] < trail[2]["trainable"]
+    assert json.loads((tmp_path / "rs" / "ranks.json").read_text())["ranks"] == rec["ranks"]
+    # a gain below the threshold stops the search and keeps the smaller ranks
+    stop = rank_search(base, pairs, ["cool"], tmp_path / "rs2", cfg, enc, every=1, max_rank=4, min_gain_db=1e9)
+    assert len(stop["concepts"]["cool"]["trail"]) == 2 and set(stop["ranks"].values()) == {1}
+
+
 def test_only_lora_parameters_change_during_finetuning(pairs, tmp_path):
     from edgegan.e2gan.train import build_generator, crucial_layer_names, train_loop
     from edgegan.models import PatchDiscriminator

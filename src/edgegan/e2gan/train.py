@@ -47,6 +47,7 @@ __all__ = [
     "E2GANTrainConfig",
     "PairSet",
     "apply_adapter",
+    "build_discriminator",
     "choose_base_concepts",
     "crucial_layer_names",
     "finetune",
@@ -301,7 +302,7 @@ def train_loop(
     }
 
 
-def _discriminator(cfg: E2GANTrainConfig) -> PatchDiscriminator:
+def build_discriminator(cfg: E2GANTrainConfig) -> PatchDiscriminator:
     return PatchDiscriminator(input_nc=6, ndf=cfg.ndf, n_layers=cfg.d_layers)
 
 
@@ -322,7 +323,7 @@ def pretrain(
     data = load_pairs(pairs_dir, concepts, cfg.size)
     train, val = data.split(cfg.val_fraction, cfg.seed)
     generator = build_generator(cfg, encoder.dim)
-    d = _discriminator(cfg)
+    d = build_discriminator(cfg)
     info = {"recipe": "pretrain", "concepts": list(concepts), "text_encoder": encoder.name, "pairs": len(data)}
     result = train_loop(generator, d, train, val, encoder, out, cfg, run_info=info, resume=resume, progress=progress)
     generator.eval().save(Path(out) / "base")
@@ -403,7 +404,7 @@ def finetune(
     train, val = data.split(cfg.val_fraction, cfg.seed)
     train, chosen = _select(base, train, select, selection, cfg.seed)
     d_dir = Path(base_dir).parent / "discriminator"
-    d = edgegan.load(d_dir) if d_dir.is_dir() else _discriminator(cfg)
+    d = edgegan.load(d_dir) if d_dir.is_dir() else build_discriminator(cfg)
     generator = copy.deepcopy(base).train()
     if mode == "lora":
         names = crucial_layer_names(generator, parts)
@@ -448,10 +449,14 @@ def rank_search(
     every: int = 2,
     parts: Sequence[str] = ("sampling", "transformer"),
     max_rank: int | None = None,
+    min_gain_db: float = 0.05,
 ) -> dict[str, Any]:
     """E2GAN's rank search: every crucial layer starts at rank 1 and doubles every ``every`` epochs up to its
     cap (the weight's rank, or ``max_rank``); each concept keeps the ranks of its best validation PSNR once
-    it stops improving, and the largest rank per layer over the concepts is saved to ``out/ranks.json``."""
+    it stops improving, and the largest rank per layer over the concepts is saved to ``out/ranks.json``.
+
+    A doubling that gains less than ``min_gain_db`` of validation PSNR counts as no improvement: training
+    continues across rounds, so some gain comes from the extra epochs alone, not from the larger rank."""
     base = edgegan.load(base_dir)
     assert isinstance(base, E2GANGenerator)
     per_concept: dict[str, Any] = {}
@@ -467,7 +472,7 @@ def rank_search(
             caps = {n: min(c, max_rank) for n, c in caps.items()}
         layers = add_lora(generator, {n: 1 for n in names})
         set_lora_trainable(generator)
-        d = _discriminator(cfg)
+        d = build_discriminator(cfg)
         trail: list[dict[str, Any]] = []
         best: tuple[float, dict[str, int]] | None = None
         round_ = 0
@@ -488,8 +493,8 @@ def rank_search(
             trail.append(
                 {"round": round_, "ranks": ranks_now, "val_psnr": score, "trainable": count_trainable(generator)}
             )
-            improved = best is None or score > best[0]
-            if improved:
+            improved = best is None or score > best[0] + min_gain_db
+            if improved:  # a marginal gain keeps the smaller ranks
                 best = (score, ranks_now)
             at_cap = all(layers[n].rank >= caps[n] for n in names)
             if at_cap or not improved:  # saturated: the last doubling did not help
@@ -502,7 +507,7 @@ def rank_search(
         per_concept[concept] = {"best_ranks": best[1], "best_psnr": best[0], "trail": trail}
     names = list(next(iter(per_concept.values()))["best_ranks"])
     final = {n: max(c["best_ranks"][n] for c in per_concept.values()) for n in names}
-    record = {"ranks": final, "concepts": per_concept, "every": every, "parts": list(parts)}
+    record = {"ranks": final, "concepts": per_concept, "every": every, "parts": list(parts), "min_gain_db": min_gain_db}
     atomic_write_json(Path(out) / "ranks.json", record)
     return record
 
@@ -531,7 +536,7 @@ def layer_study(
                     p.requires_grad_(False)
         result = train_loop(
             generator,
-            _discriminator(cfg),
+            build_discriminator(cfg),
             train,
             val,
             encoder,

@@ -291,6 +291,15 @@ def test_cli_end_to_end(images, tmp_path):
         == 0
     )
     assert (tmp_path / "o.png").is_file()
+    b_p = ["--base", str(tmp_path / "b" / "base"), "--pairs", str(tmp_path / "p"), "--concept", "pencil"]
+    rs = [*e, "rank-search", *b_p, "--out", str(tmp_path / "rs"), "--every", "1", "--max-rank", "2", *common]
+    assert main(rs) == 0
+    ranks = json.loads((tmp_path / "rs" / "ranks.json").read_text())["ranks"]
+    assert ranks and set(ranks.values()) <= {1, 2}
+    assert main([*e, "layer-study", *b_p, "--out", str(tmp_path / "ls"), "--epochs", "1", *common]) == 0
+    study = json.loads((tmp_path / "ls" / "layer_study.json").read_text())["rows"]
+    assert set(study) == {"none", "sampling", "transformer", "residual"}
+    assert all(study[k]["trainable"] < study["none"]["trainable"] for k in ("sampling", "transformer", "residual"))
     info = json.loads((tmp_path / "f" / "adapter" / "adapter.json").read_text())
     assert info["concept"] == "pencil" and info["layers"]
     assert (

@@ -229,6 +229,7 @@ def rank_search_cmd(
     out: Path = typer.Option(..., "--out"),
     every: int = typer.Option(2, "--every", help="Epochs per rank (the rank doubles after each)."),
     max_rank: int | None = typer.Option(None, "--max-rank"),
+    min_gain: float = typer.Option(0.05, "--min-gain", help="dB of validation PSNR a doubling must gain."),
     size: int = typer.Option(256, "--size"),
     text_encoder: str = typer.Option("default", "--text-encoder", help=ENCODER_HELP),
     seed: int = typer.Option(0, "--seed"),
@@ -238,9 +239,8 @@ def rank_search_cmd(
     from edgegan.e2gan.train import rank_search
 
     cfg = _cfg(size, every, edgegan.load(base).config.ngf, 1, seed)
-    rec = rank_search(
-        base, pairs, concept, out, cfg, _encoder(text_encoder, out / "text_cache"), every=every, max_rank=max_rank
-    )
+    enc = _encoder(text_encoder, out / "text_cache")
+    rec = rank_search(base, pairs, concept, out, cfg, enc, every=every, max_rank=max_rank, min_gain_db=min_gain)
     t = Table(title="searched LoRA ranks")
     t.add_column("layer")
     t.add_column("rank", justify="right")

@@ -296,6 +296,9 @@ def test_cli_end_to_end(images, tmp_path):
     assert main(rs) == 0
     ranks = json.loads((tmp_path / "rs" / "ranks.json").read_text())["ranks"]
     assert ranks and set(ranks.values()) <= {1, 2}
+    assert main([*e, "finetune", *b_p, "--out", str(tmp_path / "f2"), "--epochs", "1", *common]) == 0
+    layers = json.loads((tmp_path / "f2" / "adapter" / "adapter.json").read_text())["layers"]
+    assert {k: v["rank"] for k, v in layers.items()} == ranks
     assert main([*e, "layer-study", *b_p, "--out", str(tmp_path / "ls"), "--epochs", "1", *common]) == 0
     study = json.loads((tmp_path / "ls" / "layer_study.json").read_text())["rows"]
     assert set(study) == {"none", "sampling", "transformer", "residual"}

@@ -166,8 +166,14 @@ def _pick(pairs: Path, candidates: list[str], n: int, encoder_spec: str, seed: i
     return picked
 
 
-def _parse_ranks(spec: str) -> dict[str, int] | None:
+def _parse_ranks(spec: str, base: Path) -> dict[str, int] | None:
     if spec == "auto":
+        # the rank search saves its result next to the base model for every later concept
+        saved = base.parent / "ranks.json"
+        if saved.is_file():
+            console.print(f"LoRA ranks from {saved}")
+            return {k: int(v) for k, v in json.loads(saved.read_text())["ranks"].items()}
+        console.print("no rank search saved with the base model: rank 4 on every crucial layer")
         return None
     path = Path(spec)
     if path.is_file():
@@ -184,7 +190,9 @@ def finetune_cmd(
     pairs: Path = typer.Option(..., "--pairs"),
     concept: str = typer.Option(..., "--concept"),
     out: Path = typer.Option(..., "--out"),
-    lora: str = typer.Option("auto", "--lora", help="auto (rank 4 on crucial layers), ranks.json or name=rank,..."),
+    lora: str = typer.Option(
+        "auto", "--lora", help="auto (the base's saved rank search, else rank 4), ranks.json or name=rank,..."
+    ),
     full: bool = typer.Option(False, "--full", help="Fine-tune every weight instead of LoRA."),
     select: int | None = typer.Option(None, "--select", help="Keep N training pairs (K-means nearest-to-centre)."),
     selection: str = typer.Option("kmeans", "--selection", help="kmeans or random."),
@@ -201,7 +209,7 @@ def finetune_cmd(
     base_model = edgegan.load(base)
     cfg = _cfg(size, epochs, base_model.config.ngf, 1, seed)
     enc = _encoder(text_encoder, out / "text_cache")
-    ranks = None if full else _parse_ranks(lora)
+    ranks = None if full else _parse_ranks(lora, base)
     with _bar("finetune", epochs) as bar:
         s = finetune(
             base,
@@ -247,7 +255,10 @@ def rank_search_cmd(
     for name, r in rec["ranks"].items():
         t.add_row(name, str(r))
     console.print(t)
-    console.print(f"wrote {out / 'ranks.json'}")
+    from edgegan.fileio import atomic_write_json
+
+    atomic_write_json(base.parent / "ranks.json", rec)  # `finetune --lora auto` picks these up
+    console.print(f"wrote {out / 'ranks.json'} and {base.parent / 'ranks.json'} (used by finetune --lora auto)")
 
 
 @app.command("layer-study")

@@ -180,6 +180,35 @@ def _holds(ok: bool) -> str:
     return "holds" if ok else "does not hold"
 
 
+class FIDScorer:
+    """FID of generated vs editor images when the Inception weights are found (``edgegan weights list``)."""
+
+    def __init__(self, weights: Path | None) -> None:
+        from edgegan.weights import available
+
+        path, self.reason = available("inception-fid", weights)
+        self.model = None
+        if path is not None:
+            from edgegan.metrics.inception import load_fid_inception
+
+            self.model = load_fid_inception(path)
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module, data: Any, encoder: Any) -> float | None:
+        if self.model is None:
+            return None
+        from edgegan.metrics.fid import fid_from_features
+        from edgegan.metrics.inception import extract_features
+
+        fakes = []
+        for i in range(0, len(data), 16):
+            t, mask = encoder.encode(data.prompts[i : i + 16])
+            fakes.append(model(data.inputs[i : i + 16], t, mask))
+        unit = [((x.float() + 1) / 2).clamp(0, 1) for x in (torch.cat(fakes), data.targets)]
+        feats = [extract_features(self.model, u, batch_size=16) for u in unit]
+        return float(fid_from_features(feats[1], feats[0]).value)
+
+
 def _done(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -226,6 +255,7 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
     ap.add_argument("--out", type=Path, default=Path("bench/results/e2gan"))
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--weights", type=Path, default=None, help="folder or file with the FID Inception weights")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -310,6 +340,7 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
 
     console.log("evaluating on the held-out images against the editor's outputs")
     base = edgegan.load(base_dir).eval()
+    fid = FIDScorer(args.weights)
     quality: dict[str, dict[str, dict[str, float | None]]] = {}
     grids: dict[str, list[list[torch.Tensor]]] = {}
     for concept, r in runs.items():
@@ -324,6 +355,8 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
             if key.startswith(("kmeans", "random")):
                 models[key] = _lora_model(base_dir, Path(r[key]["adapter"]))
         quality[concept] = {name: evaluate(m, test, encoder) for name, m in models.items()}
+        for name, m in models.items():
+            quality[concept][name]["fid"] = fid(m, test, encoder)
         with torch.no_grad():
             k = min(GRID_IMAGES, len(test))
             t, mask = encoder.encode(test.prompts[:k])
@@ -405,7 +438,7 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
         "runs": {
             c: {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in r.items()} for c, r in runs.items()
         },
-        "fid": "not measured: no Inception weights on this machine",
+        "fid": "measured (quality[concept][method]['fid'])" if fid.model is not None else f"not measured: {fid.reason}",
         "machine": info,
         "machine_line": machine_line(info),
         "wall_s": time.perf_counter() - t_start,
@@ -449,7 +482,9 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
         f"({costs['e2gan']['macs'] / 1e9:.2f} G MACs), pix2pix ngf {p['ngf']} {costs['pix2pix']['latency_ms']:.1f} ms "
         f"({costs['pix2pix']['macs'] / 1e9:.2f} G), E2GAN at the paper's width 64 "
         f"{costs['e2gan_paper_width']['latency_ms']:.1f} ms ({costs['e2gan_paper_width']['macs'] / 1e9:.2f} G)",
-        "FID: not measured (no Inception weights here); quality is PSNR/SSIM against the editor's output",
+        "FID vs the editor's outputs: in results.json"
+        if fid.model is not None
+        else f"FID: not measured ({fid.reason}); quality is PSNR/SSIM against the editor's output",
     ]
     for line in lines:
         console.print(line)

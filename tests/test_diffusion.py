@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from edgegan.data import save_image
 from edgegan.e2gan.editors import DiffusionEditor
@@ -128,6 +129,13 @@ def test_make_pairs_with_a_diffusion_editor_offline(pipelines, photos, tmp_path)
     assert len(list((tmp_path / "pairs" / "snow" / "B").glob("*.png"))) == 3
     again = make_pairs(photos, {"snow": (editor, "make it snowy")}, tmp_path / "pairs", size=16)
     assert again["skipped"] == 3 and again["pairs"] == {"snow": 0}
+    batched = make_pairs(photos, {"snow": (editor, "make it snowy")}, tmp_path / "b", size=16, batch_size=2)
+    assert batched["pairs"] == {"snow": 3}
+    for p in photos:  # same seeds: batching changes nothing beyond float noise
+        one, two = (
+            np.asarray(Image.open(d / "snow" / "B" / f"{p.stem}.png")) for d in (tmp_path / "pairs", tmp_path / "b")
+        )
+        assert np.abs(one.astype(int) - two).max() <= 1
 
 
 def test_cli_make_pairs_with_diffusion_and_clear_errors(pipelines, photos, tmp_path, capsys):
@@ -135,7 +143,7 @@ def test_cli_make_pairs_with_diffusion_and_clear_errors(pipelines, photos, tmp_p
 
     base = ["e2gan", "make-pairs", "--images", str(photos[0].parent), "--out", str(tmp_path / "p"), "--size", "16"]
     ok = [*base, "--diffusion", "instruct-pix2pix", "--model", str(pipelines / "ip2p"), "--prompt", "snow"]
-    assert main([*ok, "--steps", "2"]) == 0
+    assert main([*ok, "--steps", "2", "--batch-size", "2"]) == 0
     assert len(list((tmp_path / "p").glob("*/B/*.png"))) == 3
     assert main([*base, "--diffusion", "img2img", "--model", str(tmp_path / "absent"), "--prompt", "x"]) != 0
     assert "cannot load the img2img pipeline" in capsys.readouterr().err

@@ -57,6 +57,7 @@ def make_pairs_cmd(
     guidance: float = typer.Option(7.5, "--guidance"),
     image_guidance: float = typer.Option(1.5, "--image-guidance"),
     strength: float = typer.Option(0.6, "--strength"),
+    batch_size: int = typer.Option(1, "--batch-size", help="Images per diffusion pipeline call."),
     size: int = typer.Option(256, "--size", help="Square size of the pairs."),
     limit: int | None = typer.Option(None, "--limit", help="Use only the first N images."),
     seed: int = typer.Option(0, "--seed"),
@@ -117,6 +118,7 @@ def make_pairs_cmd(
             seed=seed,
             similarity=similarity,
             min_similarity=min_similarity,
+            batch_size=batch_size,
             progress=lambda done, _t: bar.update(1, done, total),
         )
     console.print(f"pairs: {result['pairs']}; dropped: {result['dropped']}; already done: {result['skipped']}")

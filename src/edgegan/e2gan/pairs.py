@@ -81,16 +81,20 @@ def make_pairs(
     seed: int = 0,
     similarity: Similarity | None = None,
     min_similarity: float = 0.5,
+    batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Edit every image for every concept (``{name: (editor, prompt)}``) into ``out``; resumable.
 
+    Editors with ``edit_batch`` (the diffusion ones) get ``batch_size`` images at a time.
     Returns ``{"pairs": {concept: n_kept}, "dropped": {concept: n}, "skipped": n_already_done}``."""
     paths = [Path(p) for p in images]
     if not paths:
         raise ConfigError("no input images")
     if not concepts:
         raise ConfigError("no concepts to edit")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     slugs = {name: concept_slug(name) for name in concepts}
@@ -110,32 +114,36 @@ def make_pairs(
     total = len(paths) * len(concepts)
     step = 0
     with open(out / MANIFEST, "a") as manifest:
-        for i, path in enumerate(paths):
-            source: np.ndarray | None = None
-            for name, (editor, prompt) in concepts.items():
-                slug = slugs[name]
-                step += 1
-                if (slug, path.stem) in done:
-                    skipped += 1
-                    continue
-                if source is None:
-                    source = read_rgb(path, size)
-                edited = editor(source, prompt, seed + i)
-                rec: dict[str, Any] = {"concept": slug, "stem": path.stem, "source": str(path), "seed": seed + i}
-                score = similarity(source, edited) if similarity is not None else None
-                if score is not None:
-                    rec["similarity"] = float(score)
-                if score is not None and score < min_similarity:
-                    rec["dropped"] = True
-                    dropped[slug] += 1
+        for name, (editor, prompt) in concepts.items():
+            slug = slugs[name]
+            todo = [(i, p) for i, p in enumerate(paths) if (slug, p.stem) not in done]
+            skipped += len(paths) - len(todo)
+            step += len(paths) - len(todo)
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start : start + batch_size]
+                sources = [read_rgb(p, size) for _, p in chunk]
+                seeds = [seed + i for i, _ in chunk]
+                if len(chunk) > 1 and hasattr(editor, "edit_batch"):  # diffusion pipelines batch on the GPU
+                    edits = editor.edit_batch(sources, [prompt] * len(chunk), seeds)
                 else:
-                    _save_png(source, out / slug / "A" / f"{path.stem}.png")
-                    _save_png(edited, out / slug / "B" / f"{path.stem}.png")
-                    kept[slug] += 1
-                manifest.write(json.dumps(rec) + "\n")
-                manifest.flush()
-                if progress is not None:
-                    progress(step, total)
+                    edits = [editor(src, prompt, sd) for src, sd in zip(sources, seeds, strict=True)]
+                for (_, path), source, edited, sd in zip(chunk, sources, edits, seeds, strict=True):
+                    step += 1
+                    rec: dict[str, Any] = {"concept": slug, "stem": path.stem, "source": str(path), "seed": sd}
+                    score = similarity(source, edited) if similarity is not None else None
+                    if score is not None:
+                        rec["similarity"] = float(score)
+                    if score is not None and score < min_similarity:
+                        rec["dropped"] = True
+                        dropped[slug] += 1
+                    else:
+                        _save_png(source, out / slug / "A" / f"{path.stem}.png")
+                        _save_png(edited, out / slug / "B" / f"{path.stem}.png")
+                        kept[slug] += 1
+                    manifest.write(json.dumps(rec) + "\n")
+                    manifest.flush()
+                    if progress is not None:
+                        progress(step, total)
     return {"pairs": kept, "dropped": dropped, "skipped": skipped}
 
 

@@ -182,6 +182,9 @@ def test_rank_search_doubles_ranks_and_keeps_the_best(pairs, tmp_path):
     trail = rec["concepts"]["cool"]["trail"]
     assert [set(t["ranks"].values()) for t in trail] == [{1}, {2}, {4}]  # doubles to the cap, then stops
     assert trail[0]["trainable"] < trail[1]["trainable"] < trail[2]["trainable"]
+    # every doubling is judged against a control that keeps the ranks for the same epochs
+    assert all(t["gain_db"] == pytest.approx(t["val_psnr"] - t["control_psnr"]) for t in trail[1:])
+    assert (tmp_path / "rs" / "cool" / "round1-control" / "metrics.jsonl").is_file()
     assert json.loads((tmp_path / "rs" / "ranks.json").read_text())["ranks"] == rec["ranks"]
     # a gain below the threshold stops the search and keeps the smaller ranks
     stop = rank_search(base, pairs, ["cool"], tmp_path / "rs2", cfg, enc, every=1, max_rank=4, min_gain_db=1e9)

@@ -37,6 +37,7 @@ from edgegan.models import E2GANGenerator, PatchDiscriminator
 from edgegan.nn.lora import (
     add_lora,
     count_trainable,
+    lora_layers,
     lora_rank_cap,
     save_adapter,
     set_lora_trainable,
@@ -438,6 +439,24 @@ def finetune(
     return summary
 
 
+def _rank_round(
+    g: nn.Module,
+    disc: nn.Module,
+    train: PairSet,
+    val: PairSet,
+    encoder: TextEncoder,
+    out: Path,
+    cfg: E2GANTrainConfig,
+    every: int,
+    round_: int,
+) -> float:
+    """Train ``g`` for one rank-search round (``every`` epochs); its best validation PSNR."""
+    ranks = {n: m.rank for n, m in lora_layers(g).items()}
+    step_cfg = dataclasses.replace(cfg, epochs=every, seed=cfg.seed + round_)
+    info = {"recipe": "rank-search", "ranks": ranks}
+    return float(train_loop(g, disc, train, val, encoder, out, step_cfg, run_info=info)["best_psnr"])
+
+
 def rank_search(
     base_dir: str | os.PathLike[str],
     pairs_dir: str | os.PathLike[str],
@@ -452,11 +471,12 @@ def rank_search(
     min_gain_db: float = 0.05,
 ) -> dict[str, Any]:
     """E2GAN's rank search: every crucial layer starts at rank 1 and doubles every ``every`` epochs up to its
-    cap (the weight's rank, or ``max_rank``); each concept keeps the ranks of its best validation PSNR once
-    it stops improving, and the largest rank per layer over the concepts is saved to ``out/ranks.json``.
+    cap (the weight's rank, or ``max_rank``); each concept keeps the ranks in use when doubling stops
+    improving validation PSNR, and the largest rank per layer over the concepts is saved to ``out/ranks.json``.
 
-    A doubling that gains less than ``min_gain_db`` of validation PSNR counts as no improvement: training
-    continues across rounds, so some gain comes from the extra epochs alone, not from the larger rank."""
+    Training goes on across rounds, so a round gains from its extra epochs whatever the rank. Each doubling is
+    therefore judged against a control: a copy that keeps the current ranks and trains the same ``every``
+    epochs on the same batches. The doubling counts only if it beats the control by ``min_gain_db``."""
     base = edgegan.load(base_dir)
     assert isinstance(base, E2GANGenerator)
     per_concept: dict[str, Any] = {}
@@ -473,38 +493,42 @@ def rank_search(
         layers = add_lora(generator, {n: 1 for n in names})
         set_lora_trainable(generator)
         d = build_discriminator(cfg)
-        trail: list[dict[str, Any]] = []
-        best: tuple[float, dict[str, int]] | None = None
+        folder = Path(out) / concept_slug(concept)
+
+        score = _rank_round(generator, d, train, val, encoder, folder / "round0", cfg, every, 0)
+        best_ranks = {n: layer.rank for n, layer in layers.items()}
+        best_score = score
+        trail: list[dict[str, Any]] = [
+            {"round": 0, "ranks": best_ranks, "val_psnr": score, "trainable": count_trainable(generator)}
+        ]
         round_ = 0
-        while True:
-            step_cfg = dataclasses.replace(cfg, epochs=every, seed=cfg.seed + round_)
-            ranks_now = {n: layer.rank for n, layer in layers.items()}
-            result = train_loop(
-                generator,
-                d,
-                train,
-                val,
-                encoder,
-                Path(out) / concept_slug(concept) / f"round{round_}",
-                step_cfg,
-                run_info={"recipe": "rank-search", "ranks": ranks_now},
+        while not all(layers[n].rank >= caps[n] for n in names):
+            round_ += 1
+            control_g, control_d = copy.deepcopy(generator), copy.deepcopy(d)
+            set_lora_trainable(control_g)
+            control = _rank_round(
+                control_g, control_d, train, val, encoder, folder / f"round{round_}-control", cfg, every, round_
             )
-            score = float(result["best_psnr"])
-            trail.append(
-                {"round": round_, "ranks": ranks_now, "val_psnr": score, "trainable": count_trainable(generator)}
-            )
-            improved = best is None or score > best[0] + min_gain_db
-            if improved:  # a marginal gain keeps the smaller ranks
-                best = (score, ranks_now)
-            at_cap = all(layers[n].rank >= caps[n] for n in names)
-            if at_cap or not improved:  # saturated: the last doubling did not help
-                break
             for n, layer in layers.items():
                 layer.grow(min(layer.rank * 2, caps[n]))
             set_lora_trainable(generator)
-            round_ += 1
-        assert best is not None
-        per_concept[concept] = {"best_ranks": best[1], "best_psnr": best[0], "trail": trail}
+            score = _rank_round(generator, d, train, val, encoder, folder / f"round{round_}", cfg, every, round_)
+            ranks_now = {n: layer.rank for n, layer in layers.items()}
+            gain = score - control
+            trail.append(
+                {
+                    "round": round_,
+                    "ranks": ranks_now,
+                    "val_psnr": score,
+                    "control_psnr": control,
+                    "gain_db": gain,
+                    "trainable": count_trainable(generator),
+                }
+            )
+            if gain < min_gain_db:  # the larger rank did not help: keep the ranks before this doubling
+                break
+            best_ranks, best_score = ranks_now, score
+        per_concept[concept] = {"best_ranks": best_ranks, "best_psnr": best_score, "trail": trail}
     names = list(next(iter(per_concept.values()))["best_ranks"])
     final = {n: max(c["best_ranks"][n] for c in per_concept.values()) for n in names}
     record = {"ranks": final, "concepts": per_concept, "every": every, "parts": list(parts), "min_gain_db": min_gain_db}

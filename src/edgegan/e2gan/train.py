@@ -48,6 +48,7 @@ __all__ = [
     "E2GANTrainConfig",
     "PairSet",
     "apply_adapter",
+    "base_discriminator",
     "build_discriminator",
     "choose_base_concepts",
     "crucial_layer_names",
@@ -307,6 +308,13 @@ def build_discriminator(cfg: E2GANTrainConfig) -> PatchDiscriminator:
     return PatchDiscriminator(input_nc=6, ndf=cfg.ndf, n_layers=cfg.d_layers)
 
 
+def base_discriminator(base_dir: str | os.PathLike[str], cfg: E2GANTrainConfig) -> nn.Module:
+    """The discriminator saved with the base model by :func:`pretrain` (every adaptation starts from it,
+    as the generator does), or a fresh one when the base came without it."""
+    d_dir = Path(base_dir).parent / "discriminator"
+    return edgegan.load(d_dir) if d_dir.is_dir() else build_discriminator(cfg)
+
+
 # ------------------------------------------------------------------------------------------ recipes
 
 
@@ -404,8 +412,7 @@ def finetune(
     data = data.take([i for i, s in enumerate(data.stems) if s not in held])
     train, val = data.split(cfg.val_fraction, cfg.seed)
     train, chosen = _select(base, train, select, selection, cfg.seed)
-    d_dir = Path(base_dir).parent / "discriminator"
-    d = edgegan.load(d_dir) if d_dir.is_dir() else build_discriminator(cfg)
+    d = base_discriminator(base_dir, cfg)
     generator = copy.deepcopy(base).train()
     if mode == "lora":
         names = crucial_layer_names(generator, parts)
@@ -492,7 +499,7 @@ def rank_search(
             caps = {n: min(c, max_rank) for n, c in caps.items()}
         layers = add_lora(generator, {n: 1 for n in names})
         set_lora_trainable(generator)
-        d = build_discriminator(cfg)
+        d = base_discriminator(base_dir, cfg)
         folder = Path(out) / concept_slug(concept)
 
         score = _rank_round(generator, d, train, val, encoder, folder / "round0", cfg, every, 0)
@@ -560,7 +567,7 @@ def layer_study(
                     p.requires_grad_(False)
         result = train_loop(
             generator,
-            build_discriminator(cfg),
+            base_discriminator(base_dir, cfg),
             train,
             val,
             encoder,

@@ -71,7 +71,8 @@ def _parts(tmp_path, unet_in: int):
         **blocks,
     )
     parts = {"vae": vae, "text_encoder": text, "tokenizer": tok, "unet": unet}
-    parts |= {"scheduler": diffusers.DDIMScheduler(num_train_timesteps=50, clip_sample=False, steps_offset=1), "safety_checker": None}
+    scheduler = diffusers.DDIMScheduler(num_train_timesteps=50, clip_sample=False, steps_offset=1)
+    parts |= {"scheduler": scheduler, "safety_checker": None}
     parts |= {"feature_extractor": None, "requires_safety_checker": False}
     return parts, blocks
 

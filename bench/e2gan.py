@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -233,7 +234,8 @@ def _pix2pix(cfg: E2GANTrainConfig, pairs: Path, concept: str, out: Path, encode
     data = load_pairs(pairs, [concept], cfg.size)
     train, val = data.split(cfg.val_fraction, cfg.seed)
     net = ImageOnly(ResnetGenerator(ngf=cfg.ngf, n_blocks=9))
-    result = train_loop(net, build_discriminator(cfg), train, val, encoder, out, cfg, run_info={"recipe": "pix2pix"})
+    info = {"recipe": "pix2pix"}
+    result = train_loop(net, build_discriminator(cfg), train, val, encoder, out, cfg, run_info=info, resume=True)
     net.generator.eval().save(out / "generator")
     summary = {k: v for k, v in result.items() if k != "history"} | {"generator": str(out / "generator")}
     atomic_write_json(out / "summary.json", summary)
@@ -241,7 +243,7 @@ def _pix2pix(cfg: E2GANTrainConfig, pairs: Path, concept: str, out: Path, encode
 
 
 def _finetune(out: Path, **kwargs: Any) -> dict[str, Any]:
-    return _done(out / "summary.json") or finetune(out=out, **kwargs)
+    return _done(out / "summary.json") or finetune(out=out, resume=True, **kwargs)
 
 
 def _lora_model(base_dir: Path, adapter: Path) -> E2GANGenerator:
@@ -305,13 +307,13 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
     base_sum = _done(work / "base" / "summary.json")
     if base_sum is None:
         console.log(f"pretraining the base model on {len(base_concepts)} concepts, {p['base_epochs']} epochs")
-        base_sum = pretrain(
-            pairs_train, base_concepts, work / "base", dataclasses.replace(cfg, epochs=p["base_epochs"]), encoder
-        )
+        base_cfg = dataclasses.replace(cfg, epochs=p["base_epochs"])
+        base_sum = pretrain(pairs_train, base_concepts, work / "base", base_cfg, encoder, resume=True)
     base_dir = work / "base" / "base"
 
     ranks_rec = _done(work / "ranks" / "ranks.json")
     if ranks_rec is None:
+        shutil.rmtree(work / "ranks", ignore_errors=True)  # an interrupted search restarts (it is short)
         console.log(f"LoRA rank search on {search_concept!r} (rank 1, doubling every {p['rank_every']} epochs)")
         ranks_rec = rank_search(
             base_dir,

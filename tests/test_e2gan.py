@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 import edgegan
 from edgegan.data import save_image
@@ -207,6 +208,25 @@ def test_only_lora_parameters_change_during_finetuning(pairs, tmp_path):
     changed = {k for k, v in g.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all("lora_" in k for k in changed)
     assert all(isinstance(m, LoRALayer) for m in lora_layers(g).values())
+
+
+def test_resumed_training_ends_on_the_best_epoch(pairs, tmp_path):
+    from edgegan.e2gan.train import build_discriminator, build_generator, train_loop
+
+    cfg = E2GANTrainConfig(ngf=8, ndf=8, d_layers=2, heads=2, size=32, epochs=2)
+    enc = TinyTextEncoder(dim=12)
+    train, val = load_pairs(pairs, ["sepia"], 32).split(0.25, 0)
+    g = build_generator(cfg, 12)
+    result = train_loop(g, build_discriminator(cfg), train, val, enc, tmp_path / "r", cfg)
+    best = load_file(str(tmp_path / "r" / "best_generator.safetensors"))
+    assert all(torch.equal(v, best[k]) for k, v in g.state_dict().items())  # g ends on its best epoch
+    # A fresh process resuming the run comes back with the weights kept on disk as the best so far.
+    marked = {k: torch.full_like(v, 0.5) if v.is_floating_point() else v for k, v in best.items()}
+    save_file(marked, str(tmp_path / "r" / "best_generator.safetensors"))
+    again = build_generator(cfg, 12)
+    again_result = train_loop(again, build_discriminator(cfg), train, val, enc, tmp_path / "r", cfg, resume=True)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in marked.items())
+    assert again_result["best_epoch"] == result["best_epoch"]
 
 
 def test_cli_end_to_end(images, tmp_path):

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 import edgegan
@@ -29,7 +30,7 @@ from edgegan.e2gan.pairs import concept_slug, load_pairs_index
 from edgegan.e2gan.select import bottleneck_features, select_concepts, select_kmeans, select_random
 from edgegan.e2gan.text import TextEncoder
 from edgegan.errors import ConfigError
-from edgegan.fileio import atomic_write_json
+from edgegan.fileio import atomic_path, atomic_write_json
 from edgegan.losses import GANLoss
 from edgegan.metrics.reference import psnr
 from edgegan.metrics.ssim import ssim
@@ -61,6 +62,7 @@ __all__ = [
 ]
 
 Progress = Callable[[int, int, int], None]
+BEST_WEIGHTS = "best_generator.safetensors"
 
 
 @dataclass
@@ -234,7 +236,11 @@ def train_loop(
     if ckpt is not None and isinstance(ckpt.extra, dict):
         state.update(ckpt.extra)
     start = ckpt.step if ckpt else 0
+    # The best generator so far lives on disk too, so a resumed run still ends on the best epoch's weights.
+    best_file = out / BEST_WEIGHTS
     best_state = {k: v.clone() for k, v in generator.state_dict().items()}
+    if start > 0 and best_file.is_file():
+        best_state = load_file(str(best_file))
     gen = torch.Generator().manual_seed(cfg.seed + start)
     n = len(train)
     batches = (n + cfg.batch_size - 1) // cfg.batch_size
@@ -287,14 +293,15 @@ def train_loop(
         improved = scores["psnr"] is None or state["best"] is None or scores["psnr"] > state["best"]
         if improved:
             state["best"], state["best_epoch"] = scores["psnr"], epoch
-            best_state = {k: v.clone() for k, v in generator.state_dict().items()}
+            best_state = {k: v.detach().clone().contiguous() for k, v in generator.state_dict().items()}
+            with atomic_path(best_file) as tmp:
+                save_file(best_state, str(tmp))
         state["history"].append(row)
         run.log(epoch, **row)
         save_checkpoint(run, epoch, **objs, extra=state, keep=1)
         if on_epoch is not None:
             on_epoch(epoch, row)
-    if start < cfg.epochs:
-        generator.load_state_dict(best_state)
+    generator.load_state_dict(best_state)
     return {
         "best_epoch": state["best_epoch"],
         "best_psnr": state["best"],

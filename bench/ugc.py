@@ -18,8 +18,9 @@ For each labelled fraction f (split of facades/*/train by seed 0, saved as ``f*/
 
 Evaluation on facades/*/test (report only, never for selection; checkpoints are chosen on a slice of the
 labelled training pairs): MACs (GAN Compression convention and true) and parameters at 256 px, ONNX Runtime
-CPU latency at 256 px (median of 10, batch 1), PSNR/SSIM vs ground truth at 64 px. Every row is resumable;
-rerun the same command to continue. Writes ``out/results.json`` and ``out/report.md`` (sample grids).
+CPU latency at 256 px (batch 1; every row timed round-robin, median of 30), PSNR/SSIM vs ground truth at
+64 px. Every row is resumable; rerun the same command to continue. Writes ``out/results.json`` and
+``out/report.md`` (sample grids).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from edgegan.data.datasets import PairedDataset  # noqa: E402
 from edgegan.fileio import atomic_write_json  # noqa: E402
 from edgegan.metrics.reference import psnr, ssim  # noqa: E402
 from edgegan.profile import machine_info, machine_line  # noqa: E402
+from edgegan.profile.latency import onnx_latency_interleaved  # noqa: E402
 from edgegan.report import write_report  # noqa: E402
 from edgegan.ugc.data import make_split  # noqa: E402
 from edgegan.ugc.pipeline import preset as ugc_preset  # noqa: E402
@@ -256,6 +258,15 @@ def main() -> None:
         results[tag] = rows
         grids[tag] = grid
         labels[tag] = ["input", "ground truth", *models]
+    # Re-time every exported row round-robin: single runs drifted by up to 2x on this VM between models timed
+    # minutes apart (same network: 27 ms in one run, 42 ms in another), which would distort the ratios.
+    onnx_paths = {f"{tag}/{n}": row["onnx"] for tag, rows in results.items() for n, row in rows.items()}
+    log(f"timing {len(onnx_paths)} ONNX models round-robin")
+    x = torch.randn(1, 3, 256, 256)
+    for key, timing in onnx_latency_interleaved(onnx_paths, x, threads=torch.get_num_threads()).items():
+        tag, n = key.split("/")
+        results[tag][n]["latency_ms"] = timing.median_ms
+        results[tag][n]["latency"] = timing.to_dict() | {"method": "interleaved round-robin, all rows"}
     full_teacher = results.get("f100", {}).get("teacher")
     claims: dict[str, Any] = {}
     if "f025" in results:

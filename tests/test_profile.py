@@ -4,7 +4,7 @@ from torch import nn
 
 import edgegan
 from edgegan.profile import profile_macs, profile_model
-from edgegan.profile.latency import onnx_latency, torch_latency
+from edgegan.profile.latency import onnx_latency, onnx_latency_interleaved, torch_latency
 from edgegan.profile.memory import peak_memory
 
 X256 = torch.randn(1, 3, 256, 256)
@@ -93,3 +93,13 @@ def test_onnx_latency_accepts_numpy(tmp_path):
     export_onnx(model, tmp_path / "m.onnx", size=32)
     t = onnx_latency(tmp_path / "m.onnx", torch.randn(1, 3, 32, 32).numpy(), warmup=0, repeats=2)
     assert t.backend == "onnxruntime" and t.median_ms > 0
+
+
+def test_interleaved_onnx_latency_times_every_model_round_robin(tmp_path):
+    from edgegan.export.onnx import export_onnx
+
+    for name, ngf in (("small", 4), ("big", 16)):
+        export_onnx(edgegan.build("resnet_generator", ngf=ngf, n_blocks=1), tmp_path / f"{name}.onnx", size=32)
+    paths = {n: tmp_path / f"{n}.onnx" for n in ("small", "big")}
+    t = onnx_latency_interleaved(paths, torch.randn(1, 3, 32, 32), warmup=1, rounds=3, repeats=2, threads=1)
+    assert set(t) == {"small", "big"} and all(v.repeats == 6 and v.median_ms > 0 for v in t.values())

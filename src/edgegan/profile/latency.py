@@ -132,3 +132,28 @@ def onnx_latency(
     feed = onnx_feed(sess, x)
     times = _time_calls(lambda: sess.run(None, feed), warmup, repeats)
     return _summary("onnxruntime", times, warmup, threads)
+
+
+def onnx_latency_interleaved(
+    paths: dict[str, str | Path],
+    x: Inputs | np.ndarray | tuple[np.ndarray, ...] | dict[str, Any],
+    *,
+    warmup: int = 3,
+    rounds: int = 6,
+    repeats: int = 5,
+    threads: int | None = None,
+) -> dict[str, Timing]:
+    """Median milliseconds per model of several ONNX models timed round-robin: each round runs every model
+    ``repeats`` times in turn, so a slow spell of a shared machine hits all models alike and their ratios hold.
+    ``x`` is one input for every model or ``{name: input}``."""
+    threads = threads or torch.get_num_threads()
+    # no spinning: an idle session's busy-waiting threads would slow the next model down
+    sessions = {n: onnx_session(p, threads, spin=False) for n, p in paths.items()}
+    feeds = {n: onnx_feed(s, x[n] if isinstance(x, dict) else x) for n, s in sessions.items()}
+    times: dict[str, list[float]] = {n: [] for n in sessions}
+    for n, sess in sessions.items():
+        _time_calls(lambda s=sess, f=feeds[n]: s.run(None, f), warmup, 0)
+    for _ in range(rounds):
+        for n, sess in sessions.items():
+            times[n] += _time_calls(lambda s=sess, f=feeds[n]: s.run(None, f), 0, repeats)
+    return {n: _summary("onnxruntime", t, warmup, threads) for n, t in times.items()}

@@ -277,23 +277,10 @@ def test_cli_end_to_end(images, tmp_path):
         )
         == 0
     )
+    base_pairs = ["--base", str(tmp_path / "b" / "base"), "--pairs", str(tmp_path / "p")]
     assert (
         main(
-            [
-                *e,
-                "finetune",
-                "--base",
-                str(tmp_path / "b" / "base"),
-                "--pairs",
-                str(tmp_path / "p"),
-                "--concept",
-                "pencil",
-                "--out",
-                str(tmp_path / "f"),
-                "--epochs",
-                "1",
-                *common,
-            ]
+            [*e, "finetune", *base_pairs, "--concept", "pencil", "--out", str(tmp_path / "f"), "--epochs", "1", *common]
         )
         == 0
     )
@@ -314,7 +301,7 @@ def test_cli_end_to_end(images, tmp_path):
         == 0
     )
     assert (tmp_path / "o.png").is_file()
-    b_p = ["--base", str(tmp_path / "b" / "base"), "--pairs", str(tmp_path / "p"), "--concept", "pencil"]
+    b_p = [*base_pairs, "--concept", "pencil"]
     rs = [*e, "rank-search", *b_p, "--out", str(tmp_path / "rs"), "--every", "1", "--max-rank", "2", *common]
     assert main(rs) == 0
     ranks = json.loads((tmp_path / "rs" / "ranks.json").read_text())["ranks"]
@@ -335,24 +322,7 @@ def test_cli_end_to_end(images, tmp_path):
         != 0
     )
     assert main([*e, "make-pairs", "--images", str(images[0].parent), "--out", str(tmp_path / "x")]) != 0
-    assert (
-        main(
-            [
-                *e,
-                "finetune",
-                "--base",
-                str(tmp_path / "b" / "base"),
-                "--pairs",
-                str(tmp_path / "p"),
-                "--concept",
-                "nope",
-                "--out",
-                str(tmp_path / "g"),
-                *common,
-            ]
-        )
-        != 0
-    )
+    assert main([*e, "finetune", *base_pairs, "--concept", "nope", "--out", str(tmp_path / "g"), *common]) != 0
 
 
 def test_default_text_encoder_is_the_bundled_minilm():

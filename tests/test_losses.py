@@ -53,6 +53,64 @@ def test_gradient_penalty_zero_for_unit_slope_critic():
     assert gp.item() < 1e-8
 
 
+def _conv_critic(w: torch.Tensor):
+    # A linear critic: a bias-free conv (no padding) to one channel; its input gradient does not depend on x.
+    return lambda x: torch.nn.functional.conv2d(x, w)
+
+
+@pytest.mark.parametrize(("per_pixel", "expected"), [(False, 75.52368540194628), (True, 0.009)])
+def test_gradient_penalty_1x1_conv_critic_closed_form(per_pixel, expected):
+    # D(x) = Σ_pixels w·x(p) with w = (0.3, 0.4, 1.2), ‖w‖ = 1.3, on 20x24 images (480 pixels):
+    # every pixel's gradient is w, so the whole-image norm is 1.3·√480 and the per-pixel norm is 1.3.
+    # weight 0.1: whole image 0.1·(1.3·√480 − 1)² = 75.5237 (WGAN-GP), per pixel 0.1·0.3² = 0.009 (SinGAN).
+    w = torch.tensor([0.3, 0.4, 1.2], dtype=torch.float64).view(1, 3, 1, 1)
+    real, fake = torch.randn(2, 3, 20, 24, dtype=torch.float64), torch.randn(2, 3, 20, 24, dtype=torch.float64)
+    gp = gradient_penalty(_conv_critic(w), real, fake, weight=0.1, per_pixel=per_pixel)
+    assert gp.item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("per_pixel", [False, True])
+def test_gradient_penalty_3x3_conv_critic_matches_hand_gradient(per_pixel):
+    # D(x) = Σ valid 3x3 conv of x: pixel (y, x) of channel c has gradient Σ w[c, i, j] over the taps
+    # (i, j) whose output position (y − i, x − j) lies in the 18x22 output, so border pixels differ.
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(1, 3, 3, 3, generator=gen, dtype=torch.float64)
+    h, wd = 20, 24
+    grad = [[[0.0] * wd for _ in range(h)] for _ in range(3)]
+    for c in range(3):
+        for y in range(h):
+            for x in range(wd):
+                grad[c][y][x] = sum(
+                    w[0, c, i, j].item()
+                    for i in range(3)
+                    for j in range(3)
+                    if 0 <= y - i < h - 2 and 0 <= x - j < wd - 2
+                )
+    if per_pixel:  # mean over pixels of (‖g(p)‖ over channels − 1)²
+        pix = [sum(grad[c][y][x] ** 2 for c in range(3)) ** 0.5 for y in range(h) for x in range(wd)]
+        expected = 0.1 * sum((n - 1) ** 2 for n in pix) / len(pix)
+    else:  # (‖g‖ over the whole image − 1)²
+        expected = 0.1 * (sum(v**2 for ch in grad for row in ch for v in row) ** 0.5 - 1) ** 2
+    real, fake = torch.randn(3, 3, h, wd, dtype=torch.float64), torch.randn(3, 3, h, wd, dtype=torch.float64)
+    gp = gradient_penalty(_conv_critic(w), real, fake, weight=0.1, per_pixel=per_pixel)
+    assert gp.item() == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("shared_alpha", [False, True])
+def test_gradient_penalty_alpha_per_sample_or_shared(shared_alpha):
+    seen = []
+
+    def critic(x):
+        seen.append(x.detach().clone())
+        return x.sum()
+
+    # real = 1, fake = 0, so each interpolate is filled with its α.
+    gradient_penalty(critic, torch.ones(4, 3, 5, 6), torch.zeros(4, 3, 5, 6), shared_alpha=shared_alpha)
+    alphas = seen[0].flatten(1)
+    assert torch.equal(alphas, alphas[:, :1].expand_as(alphas))  # one α per sample
+    assert (alphas[:, 0] == alphas[0, 0]).all().item() is shared_alpha
+
+
 def test_image_losses():
     x = (torch.rand(2, 3, 32, 32) * 2 - 1).requires_grad_(True)
     y = torch.rand(2, 3, 32, 32) * 2 - 1

@@ -9,6 +9,7 @@ from PIL import Image
 
 from edgegan.cli import main
 from edgegan.errors import ConfigError
+from edgegan.losses import gradient_penalty
 from edgegan.setgan import train as train_mod
 from edgegan.setgan.config import SETGANConfig
 from edgegan.setgan.estimate import choose_scales, estimate_quality
@@ -29,6 +30,22 @@ def _image(h=32, w=36):
 def serial_run(tmp_path_factory):
     cfg = SETGANConfig(mode="serial", **TINY)
     return fit(_image(), tmp_path_factory.mktemp("s") / "run", cfg)
+
+
+def test_setgan_uses_singan_per_pixel_gradient_penalty(tmp_path, monkeypatch):
+    # SinGAN's calc_gradient_penalty: per-pixel norm over the channels, one α for the batch.
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return gradient_penalty(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "gradient_penalty", spy)
+    cfg = SETGANConfig(mode="parallel", **{**TINY, "iters": 1, "d_steps": 1, "g_steps": 1})
+    real = _image(20, 24)
+    data = train_mod.ScaleInputs(real=real, draw_prev=lambda: real, rec_prev=real, noise_amp=0.1)
+    train_mod.train_scale(1, cfg, data, torch.zeros(1, 1, 20, 24), tmp_path / "scale")
+    assert calls and all(c.get("per_pixel") is True and c.get("shared_alpha") is True for c in calls)
 
 
 def test_pyramid_schedule_matches_singan():

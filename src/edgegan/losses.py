@@ -60,15 +60,34 @@ def gradient_penalty(
     fake: torch.Tensor,
     weight: float = 10.0,
     target_norm: float = 1.0,
+    *,
+    per_pixel: bool = False,
+    shared_alpha: bool = False,
 ) -> torch.Tensor:
-    """WGAN-GP: weight · E[(‖∇D(x̂)‖₂ − 1)²] at random interpolates x̂ of real and fake."""
-    alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+    """Gradient penalty ``weight · E[(‖∇D(x̂)‖₂ − target_norm)²]`` at random interpolates
+    ``x̂ = α·real + (1 − α)·fake`` (the critic's outputs, or the sum over a list of them, are summed).
+
+    Two forms, chosen explicitly:
+
+    * ``per_pixel=False`` (default), WGAN-GP (Gulrajani et al., 2017): the norm is taken over
+      the whole sample (all channels and positions), and the expectation is the mean over the batch.
+    * ``per_pixel=True``, SinGAN (Shaham et al., 2019, ``calc_gradient_penalty`` in the reference
+      code) and so SETGAN: the norm is taken over the channel dimension (dim 1) at each position,
+      and the expectation is the mean over positions and batch.
+
+    ``shared_alpha=True`` draws one α for the whole batch (as SinGAN does); otherwise each sample
+    draws its own (WGAN-GP). With a batch of one the two are the same.
+    """
+    if per_pixel and real.dim() < 2:
+        raise ValueError(f"per_pixel needs a [N, C, ...] input, got shape {tuple(real.shape)}")
+    n_alpha = 1 if shared_alpha else real.shape[0]
+    alpha = torch.rand(n_alpha, *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
     mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     out = critic(mixed)
     outs = [out] if isinstance(out, torch.Tensor) else list(out)
     total = sum(o.sum() for o in outs)
     (grad,) = torch.autograd.grad(total, mixed, create_graph=True)
-    norms = grad.flatten(1).norm(2, dim=1)
+    norms = grad.norm(2, dim=1) if per_pixel else grad.flatten(1).norm(2, dim=1)
     return weight * ((norms - target_norm) ** 2).mean()
 
 

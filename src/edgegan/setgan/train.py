@@ -106,7 +106,9 @@ def train_scale(
             prev = data.draw_prev().to(dev)
             noise = data.noise_amp * _noise(i, size, dev)
             fake = g(prev, noise)
-            loss_d = gan(d(real), True) + gan(d(fake.detach()), False) + gradient_penalty(d, real, fake, cfg.gp_weight)
+            # SinGAN's penalty: per-pixel gradient norm over the channels, one α for the batch.
+            gp = gradient_penalty(d, real, fake, cfg.gp_weight, per_pixel=True, shared_alpha=True)
+            loss_d = gan(d(real), True) + gan(d(fake.detach()), False) + gp
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()

@@ -1,12 +1,15 @@
 """E2GAN recipes: editors, resumable pairs, text encoders, K-means selection, LoRA fine-tuning, CLI."""
 
+import copy
+import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import edgegan
 from edgegan.data import save_image
@@ -16,10 +19,12 @@ from edgegan.e2gan.pairs import make_pairs
 from edgegan.e2gan.select import select_concepts, select_kmeans, select_random
 from edgegan.e2gan.text import CachedTextEncoder, TinyTextEncoder
 from edgegan.e2gan.train import E2GANTrainConfig, choose_base_concepts, finetune, load_pairs, pretrain
-from edgegan.errors import ConfigError
+from edgegan.errors import CheckpointError, ConfigError
 from edgegan.nn.lora import LoRALayer, lora_layers
 
 cv2 = pytest.importorskip("cv2")
+
+TINY = {"ngf": 8, "ndf": 8, "d_layers": 2, "heads": 2, "size": 32, "val_fraction": 0.25}
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +43,14 @@ def pairs(images, tmp_path_factory):
     concepts = {n: (classical_editor(n), classical_editor(n).prompt) for n in ("sepia", "posterize", "cool")}
     make_pairs(images, concepts, out, size=32)
     return out
+
+
+@pytest.fixture(scope="module")
+def base(pairs, tmp_path_factory):
+    """A tiny base model pretrained for one epoch (its zero-initialised residual head has moved, so gradients
+    reach every layer), shared by the fine-tuning tests."""
+    cfg = E2GANTrainConfig(**TINY, epochs=1, epochs_decay=0)
+    return pretrain(pairs, ["sepia", "posterize"], tmp_path_factory.mktemp("base"), cfg, TinyTextEncoder(dim=12))
 
 
 def test_classical_editors_keep_size_and_change_the_image():
@@ -155,172 +168,277 @@ def test_clip_image_encoder_loads_locally_and_checks_the_hash(tmp_path):
         CLIPImageEncoder(tmp_path / "absent")
 
 
-def test_pretrain_then_lora_finetune_trains_only_adapters(pairs, tmp_path):
-    cfg = E2GANTrainConfig(ngf=8, ndf=8, d_layers=2, heads=2, size=32, epochs=1, val_fraction=0.25)
+def _checkpoint_generator(run, base_model):
+    """The generator a train_loop run in ``run`` ended on (select_by="last": its last checkpoint), rebuilt
+    from the checkpoint alone: the base model, LoRA of the ranks found there, the saved weights."""
+    from edgegan.nn.lora import add_lora
+    from edgegan.runs import WEIGHTS_FILE, latest_checkpoint
+
+    weights = load_file(str(latest_checkpoint(run) / WEIGHTS_FILE))
+    state = {k.removeprefix("G."): v for k, v in weights.items() if k.startswith("G.")}
+    g = copy.deepcopy(base_model)
+    add_lora(g, {k.removesuffix(".lora_A"): v.shape[0] for k, v in state.items() if k.endswith(".lora_A")})
+    g.load_state_dict(state)
+    return g.eval()
+
+
+def test_pretrain_then_lora_finetune_trains_only_adapters(pairs, base, tmp_path):
+    from edgegan.e2gan.train import apply_adapter
+    from edgegan.nn.lora import load_adapter
+
+    cfg = E2GANTrainConfig(**TINY, epochs=1, epochs_decay=0)
     enc = TinyTextEncoder(dim=12)
-    base = pretrain(pairs, ["sepia", "posterize"], tmp_path / "base", cfg, enc)
-    assert (tmp_path / "base" / "base" / "config.json").is_file() and base["params"] > 0
-    model = edgegan.load(base["base"])
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert base["params"] > 0 and base["epoch"] == 1 and base["select_by"] == "last"
+    assert (Path(base["base"]) / "config.json").is_file() and (Path(base["base"]).parent / "discriminator").is_dir()
+    before = {k: v.clone() for k, v in edgegan.load(base["base"]).state_dict().items()}
     s = finetune(base["base"], pairs, "cool", tmp_path / "ft", cfg, enc, select=3)
-    assert s["train_pairs"] == 3 and len(s["chosen"]) == 3
+    assert s["train_pairs"] == 3 and len(s["chosen"]) == 3 and s["feature_spread"]["relative_spread"] > 0
     assert s["adapter_bytes"] < 200_000 and s["trainable"] < base["params"] / 5
-    # The base folder is untouched; the adapter alone reproduces the fine-tuned model.
+    # The base folder is untouched ...
     assert all(torch.equal(v, edgegan.load(base["base"]).state_dict()[k]) for k, v in before.items())
+    # ... and base + the saved adapter alone reproduces the fine-tuned model train_loop ended on.
+    tuned = _checkpoint_generator(tmp_path / "ft", edgegan.load(base["base"]))
+    adapted = edgegan.load(base["base"])
+    load_adapter(adapted, s["adapter"])
+    adapted.eval()
+    data = load_pairs(pairs, ["cool"], 32)
+    text, mask = enc.encode(data.prompts[:4])
+    with torch.no_grad():
+        want = tuned(data.inputs[:4], text, mask)
+        assert torch.allclose(adapted(data.inputs[:4], text, mask), want, atol=1e-5)
+        assert not torch.allclose(edgegan.load(base["base"]).eval()(data.inputs[:4], text, mask), want, atol=1e-3)
+    one = apply_adapter(base["base"], s["adapter"], data.inputs[0], data.prompts[0], enc)
+    assert torch.allclose(one, want[0], atol=1e-5)
     full = finetune(base["base"], pairs, "cool", tmp_path / "full", cfg, enc, mode="full")
     assert full["trainable"] == base["params"]
-    data = load_pairs(pairs, ["cool"], 32)
     assert len(data) == 8 and set(data.concepts) == {"cool"}
 
 
-def test_rank_search_doubles_ranks_and_keeps_the_best(pairs, tmp_path):
-    from edgegan.e2gan.train import rank_search
+def test_rank_search_trains_fresh_adapters_per_rank_and_measures_noise(pairs, base, tmp_path, monkeypatch):
+    import edgegan.e2gan.train as e2gan_train
+    from edgegan.e2gan.train import crucial_layer_names, rank_search
 
-    cfg = E2GANTrainConfig(ngf=8, ndf=8, d_layers=2, heads=2, size=32, epochs=1, val_fraction=0.25)
+    cfg = E2GANTrainConfig(**TINY, epochs=1, epochs_decay=0)
     enc = TinyTextEncoder(dim=12)
-    base = pretrain(pairs, ["sepia"], tmp_path / "base", cfg, enc)["base"]
-    rec = rank_search(base, pairs, ["cool"], tmp_path / "rs", cfg, enc, every=1, max_rank=4, min_gain_db=-1e9)
-    trail = rec["concepts"]["cool"]["trail"]
-    assert [set(t["ranks"].values()) for t in trail] == [{1}, {2}, {4}]  # doubles to the cap, then stops
-    assert trail[0]["trainable"] < trail[1]["trainable"] < trail[2]["trainable"]
-    # every doubling is judged against a control that keeps the ranks for the same epochs
-    assert all(t["gain_db"] == pytest.approx(t["val_psnr"] - t["control_psnr"]) for t in trail[1:])
-    assert (tmp_path / "rs" / "cool" / "round1-control" / "metrics.jsonl").is_file()
-    assert json.loads((tmp_path / "rs" / "ranks.json").read_text())["ranks"] == rec["ranks"]
-    # a gain below the threshold stops the search and keeps the smaller ranks
-    stop = rank_search(base, pairs, ["cool"], tmp_path / "rs2", cfg, enc, every=1, max_rank=4, min_gain_db=1e9)
-    assert len(stop["concepts"]["cool"]["trail"]) == 2 and set(stop["ranks"].values()) == {1}
+    trained = []
+    real_loop = e2gan_train.train_loop
+
+    def counting_loop(*args, **kwargs):
+        trained.append(args[5])  # the run folder
+        return real_loop(*args, **kwargs)
+
+    monkeypatch.setattr(e2gan_train, "train_loop", counting_loop)
+    said = []
+    out = tmp_path / "rs"
+    rec = rank_search(
+        base["base"], pairs, ["cool"], out, cfg, enc, max_rank=2, min_margin_db=0.05, progress=said.append
+    )
+    runs = {d: json.loads((out / "cool" / d / "summary.json").read_text()) for d in ("rank1-seed0", "rank1-seed1")}
+    runs["rank2-seed0"] = json.loads((out / "cool" / "rank2-seed0" / "summary.json").read_text())
+    assert len(trained) == 3 and len(said) == 3 and "rank 1, seed 1" in said[1]
+    c = rec["concepts"]["cool"]
+    trail = c["trail"]
+    # Rank 1 twice (seeds 0 and 1: the noise), then rank 2; each a fresh adapter on the full schedule.
+    assert [t["rank"] for t in trail] == [1, 2] and rec["epochs"] == 1 and rec["min_margin_db"] == 0.05
+    p0, p1 = runs["rank1-seed0"]["val_psnr"], runs["rank1-seed1"]["val_psnr"]
+    assert trail[0]["val_psnr_seeds"] == [p0, p1] and trail[0]["val_psnr"] == pytest.approx((p0 + p1) / 2)
+    assert trail[1]["val_psnr"] == runs["rank2-seed0"]["val_psnr"]
+    assert c["noise_db"] == pytest.approx(abs(p0 - p1)) and c["noise_db"] > 0  # the seeds do differ
+    assert c["margin_db"] == pytest.approx(max(c["noise_db"], 0.05))
+    assert trail[0]["trainable"] < trail[1]["trainable"]
+    # The chosen rank: the smallest within the margin of the best.
+    best = max(t["val_psnr"] for t in trail)
+    assert c["rank"] in {1, 2} and c["rank"] == min(t["rank"] for t in trail if t["val_psnr"] >= best - c["margin_db"])
+    names = crucial_layer_names(edgegan.load(base["base"]))
+    assert set(c["best_ranks"]) == set(names) and set(c["best_ranks"].values()) == {c["rank"]}
+    assert rec["ranks"] == c["best_ranks"]  # one concept: its ranks are the result
+    assert json.loads((out / "ranks.json").read_text()) == json.loads(json.dumps(rec))
+
+    # A rerun reuses every finished run: it trains no epoch (each run's checkpoint and log stay as they were).
+    def trained_files():
+        kept = ("metrics.jsonl", "model.safetensors", "optim.safetensors")
+        return {
+            p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and (p.name in kept or "step-" in str(p))
+        }
+
+    stamps = trained_files()
+    assert rank_search(base["base"], pairs, ["cool"], out, cfg, enc, max_rank=2) == rec
+    assert stamps == trained_files()
+    # A rerun with other settings refuses the old runs instead of reusing them.
+    with pytest.raises(CheckpointError, match="config differs"):
+        rank_search(base["base"], pairs, ["cool"], out, dataclasses.replace(cfg, epochs=2), enc, max_rank=2)
+    # Doublings that gain less than the margin stop the search after two in a row (not at the cap of 8),
+    # and keep the smallest rank; only rank 4 is new.
+    stop = rank_search(base["base"], pairs, ["cool"], out, cfg, enc, max_rank=8, min_margin_db=1e9)
+    assert [t["rank"] for t in stop["concepts"]["cool"]["trail"]] == [1, 2, 4]
+    assert {p.parent for p in set(trained_files()) - set(stamps) if p.parent.name != "checkpoints"} >= {
+        out / "cool" / "rank4-seed0"
+    }
+    assert all("rank4" in str(p) for p in set(trained_files()) - set(stamps))
+    assert not (out / "cool" / "rank8-seed0").exists() and set(stop["ranks"].values()) == {1}
 
 
-def test_only_lora_parameters_change_during_finetuning(pairs, tmp_path):
-    from edgegan.e2gan.train import build_generator, crucial_layer_names, train_loop
-    from edgegan.models import PatchDiscriminator
+def test_only_lora_parameters_change_during_finetuning(pairs, base, tmp_path):
+    from edgegan.e2gan.train import build_discriminator, crucial_layer_names, train_loop
     from edgegan.nn.lora import add_lora, set_lora_trainable
 
-    cfg = E2GANTrainConfig(ngf=8, ndf=8, d_layers=2, heads=2, size=32, epochs=1)
+    cfg = E2GANTrainConfig(**TINY, epochs=1, epochs_decay=1, batch_size=2)
     enc = TinyTextEncoder(dim=12)
-    g = build_generator(cfg, 12)
+    g = edgegan.load(base["base"])
     add_lora(g, {n: 2 for n in crucial_layer_names(g)})
     set_lora_trainable(g)
     before = {k: v.clone() for k, v in g.state_dict().items()}
     train, val = load_pairs(pairs, ["sepia"], 32).split(0.25, 0)
-    train_loop(g, PatchDiscriminator(input_nc=6, ndf=8, n_layers=2), train, val, enc, tmp_path / "r", cfg)
+    r = train_loop(g, build_discriminator(cfg), train, val, enc, tmp_path / "r", cfg)
     changed = {k for k, v in g.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all("lora_" in k for k in changed)
+    # every adapter learned (its B starts at zero), on every crucial layer
+    assert {k.removesuffix(".lora_B") for k in changed if k.endswith("lora_B")} == set(lora_layers(g))
     assert all(isinstance(m, LoRALayer) for m in lora_layers(g).values())
+    assert r["trainable"] == sum(p.numel() for n, p in g.named_parameters() if "lora_" in n)
+    # the adapters learn at lora_lr, on pix2pix's schedule
+    assert [h["lr"] for h in r["history"]] == pytest.approx([cfg.lora_lr, cfg.lora_lr / 2])
 
 
-def test_resumed_training_ends_on_the_best_epoch(pairs, tmp_path):
+class _Stop(Exception):
+    pass
+
+
+def _run(pairs, out, cfg, *, stop_after=None, resume=False, snapshots=None, init_seed=0):
+    """train_loop on sepia from generator/discriminator weights drawn with ``init_seed``; raises _Stop after
+    epoch ``stop_after`` (its checkpoint saved: an interrupted run); ``snapshots`` collects each epoch's weights."""
     from edgegan.e2gan.train import build_discriminator, build_generator, train_loop
 
-    cfg = E2GANTrainConfig(ngf=8, ndf=8, d_layers=2, heads=2, size=32, epochs=2)
-    enc = TinyTextEncoder(dim=12)
-    train, val = load_pairs(pairs, ["sepia"], 32).split(0.25, 0)
-    g = build_generator(cfg, 12)
-    result = train_loop(g, build_discriminator(cfg), train, val, enc, tmp_path / "r", cfg)
-    best = load_file(str(tmp_path / "r" / "best_generator.safetensors"))
-    assert all(torch.equal(v, best[k]) for k, v in g.state_dict().items())  # g ends on its best epoch
-    # A fresh process resuming the run comes back with the weights kept on disk as the best so far.
-    marked = {k: torch.full_like(v, 0.5) if v.is_floating_point() else v for k, v in best.items()}
-    save_file(marked, str(tmp_path / "r" / "best_generator.safetensors"))
-    again = build_generator(cfg, 12)
-    again_result = train_loop(again, build_discriminator(cfg), train, val, enc, tmp_path / "r", cfg, resume=True)
-    assert all(torch.equal(v, again.state_dict()[k]) for k, v in marked.items())
-    assert again_result["best_epoch"] == result["best_epoch"]
+    torch.manual_seed(init_seed)
+    g, d = build_generator(cfg, 12), build_discriminator(cfg)
+    train, val = load_pairs(pairs, ["sepia"], 32).split(cfg.val_fraction, 0)
+
+    def on_epoch(epoch, row):
+        if snapshots is not None:
+            snapshots[epoch] = {k: v.clone() for k, v in g.state_dict().items()}
+        if epoch == stop_after:
+            raise _Stop
+
+    try:
+        result = train_loop(
+            g, d, train, val, TinyTextEncoder(dim=12), out, cfg, resume=resume, device="cpu", on_epoch=on_epoch
+        )
+    except _Stop:
+        return g, None
+    return g, result
 
 
-def test_cli_end_to_end(images, tmp_path):
+def _numbers(history):
+    return [{k: v for k, v in row.items() if k != "train_seconds"} for row in history]
+
+
+def test_resumed_training_equals_an_uninterrupted_run(pairs, tmp_path):
+    cfg = E2GANTrainConfig(**TINY, epochs=1, epochs_decay=2, batch_size=2, select_by="last")
+    whole_g, whole = _run(pairs, tmp_path / "whole", cfg)
+    _, stopped = _run(pairs, tmp_path / "part", cfg, stop_after=1)
+    assert stopped is None
+    # A fresh process (other initial weights) resumes from the epoch-1 checkpoint: optimizer, scheduler, RNG.
+    part_g, part = _run(pairs, tmp_path / "part", cfg, resume=True, init_seed=7)
+    assert all(torch.equal(v, part_g.state_dict()[k]) for k, v in whole_g.state_dict().items())
+    assert _numbers(part["history"]) == _numbers(whole["history"])
+    assert [h["lr"] for h in whole["history"]] == pytest.approx([2e-4, 2e-4 * 2 / 3, 2e-4 / 3])
+    assert part["epoch"] == whole["epoch"] == 3 and part["select_by"] == "last"
+    assert (part["val_psnr"], part["val_ssim"]) == (whole["val_psnr"], whole["val_ssim"])
+    assert len((tmp_path / "part" / "metrics.jsonl").read_text().splitlines()) == 3
+    assert not (tmp_path / "whole" / "best_generator.safetensors").exists()  # "last" needs no copy
+
+
+def test_training_selected_by_psnr_ends_on_the_best_epoch(pairs, tmp_path):
+    # The GAN loss alone at a high rate: validation PSNR falls after the first epoch, so the pick is not the last.
+    cfg = E2GANTrainConfig(**TINY, epochs=1, epochs_decay=2, batch_size=2, select_by="psnr", lr=2e-3, lambda_l1=0.0)
+    snaps: dict = {}
+    g, r = _run(pairs, tmp_path / "whole", cfg, snapshots=snaps)
+    best = max(r["history"], key=lambda h: h["val_psnr"])
+    assert r["epoch"] == best["epoch"] == r["best_psnr_epoch"] < 3 and r["select_by"] == "psnr"
+    assert (r["val_psnr"], r["val_ssim"]) == (best["val_psnr"], best["val_ssim"])
+    assert all(torch.equal(v, snaps[r["epoch"]][k]) for k, v in g.state_dict().items())
+    on_disk = load_file(str(tmp_path / "whole" / "best_generator.safetensors"))
+    assert all(torch.equal(v, on_disk[k]) for k, v in g.state_dict().items())
+    # Interrupted after epoch 2 (past the best) and resumed, it ends on the best epoch's weights, kept on disk.
+    _run(pairs, tmp_path / "part", cfg, stop_after=2)
+    again, r2 = _run(pairs, tmp_path / "part", cfg, resume=True, init_seed=7)
+    assert r2["epoch"] == r["epoch"] and all(torch.equal(v, again.state_dict()[k]) for k, v in g.state_dict().items())
+
+
+def test_cli_end_to_end(images, tmp_path, capsys):
+    import yaml
+
     from edgegan.cli import main
 
     e = ["e2gan"]
-    assert (
-        main(
-            [
-                *e,
-                "make-pairs",
-                "--images",
-                str(images[0].parent),
-                "--out",
-                str(tmp_path / "p"),
-                "--editor",
-                "sepia",
-                "--editor",
-                "pencil",
-                "--size",
-                "32",
-                "--image-encoder",
-                "stats",
-                "--min-similarity",
-                "0.0",
-            ]
-        )
-        == 0
-    )
+    make = [*e, "make-pairs", "--images", str(images[0].parent), "--out", str(tmp_path / "p"), "--size", "32"]
+    filt = ["--image-encoder", "stats", "--min-similarity", "0.0"]
+    assert main([*make, "--editor", "sepia", "--editor", "pencil", *filt]) == 0
     common = ["--size", "32", "--text-encoder", "tiny"]
-    assert (
-        main(
-            [
-                *e,
-                "pretrain",
-                "--pairs",
-                str(tmp_path / "p"),
-                "--pick",
-                "1",
-                "--out",
-                str(tmp_path / "b"),
-                "--epochs",
-                "1",
-                "--ngf",
-                "8",
-                *common,
-            ]
-        )
-        == 0
-    )
+    short = ["--epochs", "1", "--epochs-decay", "0"]
+    pretrain_args = [*e, "pretrain", "--pairs", str(tmp_path / "p"), "--pick", "1", "--out", str(tmp_path / "b")]
+    train_opts = ["--device", "cpu", "--batch-size", "2", "--epochs", "1", "--epochs-decay", "1", "--lr", "1e-3"]
+    capsys.readouterr()
+    assert main([*pretrain_args, *train_opts, "--select-by", "psnr", "--ngf", "8", *common]) == 0
+    assert "(selected by psnr), val PSNR" in capsys.readouterr().out
+    run_cfg = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["e2gan"]
+    assert (run_cfg["batch_size"], run_cfg["epochs"], run_cfg["epochs_decay"]) == (2, 1, 1)
+    assert (run_cfg["lr"], run_cfg["select_by"], run_cfg["ngf"]) == (1e-3, "psnr", 8)
+    assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 2  # epochs + epochs_decay
     base_pairs = ["--base", str(tmp_path / "b" / "base"), "--pairs", str(tmp_path / "p")]
-    assert (
-        main(
-            [*e, "finetune", *base_pairs, "--concept", "pencil", "--out", str(tmp_path / "f"), "--epochs", "1", *common]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                *e,
-                "apply",
-                str(tmp_path / "f" / "adapter"),
-                str(images[0]),
-                "--base",
-                str(tmp_path / "b" / "base"),
-                "--out",
-                str(tmp_path / "o.png"),
-                *common,
-            ]
-        )
-        == 0
-    )
-    assert (tmp_path / "o.png").is_file()
     b_p = [*base_pairs, "--concept", "pencil"]
-    rs = [*e, "rank-search", *b_p, "--out", str(tmp_path / "rs"), "--every", "1", "--max-rank", "2", *common]
-    assert main(rs) == 0
-    ranks = json.loads((tmp_path / "rs" / "ranks.json").read_text())["ranks"]
+    ft = [*e, "finetune", *b_p, "--out", str(tmp_path / "f"), *short, *common]
+    assert main([*ft, "--lora-lr", "2e-3", "--device", "cpu", "--select", "4"]) == 0
+    said = capsys.readouterr().out
+    assert "--select 4: 4 pairs by kmeans" in said and "epoch 1 (selected by last), val PSNR" in said
+    run_cfg = yaml.safe_load((tmp_path / "f" / "config.yaml").read_text())["e2gan"]
+    assert (run_cfg["lora_lr"], run_cfg["lr"], run_cfg["epochs_decay"], run_cfg["ngf"]) == (2e-3, 2e-4, 0, 8)
+    apply = [*e, "apply", str(tmp_path / "f" / "adapter"), str(images[0]), "--base", str(tmp_path / "b" / "base")]
+    assert main([*apply, "--out", str(tmp_path / "o.png"), "--device", "cpu", *common]) == 0
+    assert (tmp_path / "o.png").is_file()
+    rs = [*e, "rank-search", *b_p, "--out", str(tmp_path / "rs"), "--max-rank", "2", "--min-margin", "0.0", *common]
+    assert main([*rs, *short, "--batch-size", "2", "--lora-lr", "2e-3", "--device", "cpu"]) == 0
+    said = capsys.readouterr().out
+    assert said.count("training pencil: rank") == 3 and "rank 1, seed 1" in said
+    record = json.loads((tmp_path / "rs" / "ranks.json").read_text())
+    chosen = record["concepts"]["pencil"]
+    assert f"pencil: rank {chosen['rank']} (seed noise {chosen['noise_db']:.3f} dB" in said
+    assert record["epochs"] == 1 and record["min_margin_db"] == 0.0
+    ranks = record["ranks"]
     assert ranks and set(ranks.values()) <= {1, 2}
-    assert main([*e, "finetune", *b_p, "--out", str(tmp_path / "f2"), "--epochs", "1", *common]) == 0
+    assert json.loads((tmp_path / "b" / "ranks.json").read_text())["ranks"] == ranks  # for --lora auto
+    assert main([*rs, *short, "--batch-size", "2", "--lora-lr", "2e-3"]) == 0  # a rerun trains nothing
+    assert "training pencil" not in capsys.readouterr().out
+    assert main([*e, "finetune", *b_p, "--out", str(tmp_path / "f2"), *short, *common]) == 0
     layers = json.loads((tmp_path / "f2" / "adapter" / "adapter.json").read_text())["layers"]
     assert {k: v["rank"] for k, v in layers.items()} == ranks
-    assert main([*e, "layer-study", *b_p, "--out", str(tmp_path / "ls"), "--epochs", "1", *common]) == 0
+    ls = [*e, "layer-study", *b_p, "--out", str(tmp_path / "ls"), *short, "--batch-size", "2", *common]
+    assert main([*ls, "--select-by", "ssim", "--device", "cpu"]) == 0
     study = json.loads((tmp_path / "ls" / "layer_study.json").read_text())["rows"]
     assert set(study) == {"none", "sampling", "transformer", "residual"}
     assert all(study[k]["trainable"] < study["none"]["trainable"] for k in ("sampling", "transformer", "residual"))
+    assert main([*ls, "--select-by", "ssim", "--resume"]) == 0  # every part done: nothing trains again
+    assert json.loads((tmp_path / "ls" / "layer_study.json").read_text())["rows"] == study
     info = json.loads((tmp_path / "f" / "adapter" / "adapter.json").read_text())
     assert info["concept"] == "pencil" and info["layers"]
-    assert (
-        main(
-            [*e, "make-pairs", "--images", str(tmp_path / "missing"), "--out", str(tmp_path / "x"), "--editor", "sepia"]
-        )
-        != 0
-    )
+    # bad input: a non-zero exit and one line on stderr
+    capsys.readouterr()
+    bad = {
+        "--device": ([*ft, "--device", "tpu"], "--device must be cpu or cuda"),
+        "--select-by": ([*ls, "--select-by", "best"], "select_by must be last, psnr or ssim"),
+        "--epochs-decay": (
+            [*rs, "--epochs", "1", "--epochs-decay", "-1"],
+            "epochs_decay must be a non-negative integer",
+        ),
+        "--lora-lr": ([*ft, "--lora-lr", "0"], "lora_lr must be positive"),
+        "apply --device": ([*apply, "--out", str(tmp_path / "x.png"), "--device", "tpu", *common], "--device must"),
+    }
+    for what, (args, message) in bad.items():
+        assert main(args) != 0, what
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, (what, err)
+    miss = [*e, "make-pairs", "--images", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]
+    assert main([*miss, "--editor", "sepia"]) != 0
     assert main([*e, "make-pairs", "--images", str(images[0].parent), "--out", str(tmp_path / "x")]) != 0
     assert main([*e, "finetune", *base_pairs, "--concept", "nope", "--out", str(tmp_path / "g"), *common]) != 0
 

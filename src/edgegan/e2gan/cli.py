@@ -34,14 +34,70 @@ def _encoder(spec: str, cache: Path | None = None) -> Any:
     return CachedTextEncoder(enc, cache)
 
 
-def _cfg(size: int, epochs: int, ngf: int, batch_size: int, seed: int) -> Any:
+def _cfg(
+    *,
+    size: int,
+    ngf: int,
+    batch_size: int,
+    epochs: int,
+    epochs_decay: int,
+    lr: float | None,
+    lora_lr: float | None = None,
+    select_by: str = "last",
+    seed: int,
+) -> Any:
+    """The run's E2GANTrainConfig from the command's options (None: the config's default); bad values are
+    one-line ConfigErrors."""
     from edgegan.e2gan.train import E2GANTrainConfig
 
-    return E2GANTrainConfig(size=size, epochs=epochs, ngf=ngf, ndf=ngf, batch_size=batch_size, seed=seed)
+    rates = {k: v for k, v in (("lr", lr), ("lora_lr", lora_lr)) if v is not None}
+    return E2GANTrainConfig(
+        size=size,
+        ngf=ngf,
+        ndf=ngf,
+        batch_size=batch_size,
+        epochs=epochs,
+        epochs_decay=epochs_decay,
+        select_by=select_by,
+        seed=seed,
+        **rates,
+    )
 
 
-def _bar(label: str, epochs: int) -> RunBar:
-    return RunBar(label, epochs, console=console)
+def _device(device: str) -> str:
+    from edgegan.runs import check_device
+
+    return check_device(device)
+
+
+def _bar(label: str, total_epochs: int) -> RunBar:
+    return RunBar(label, total_epochs, console=console)
+
+
+def _num(value: float | None, fmt: str = ".2f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _picked(s: dict[str, Any]) -> str:
+    """'epoch N (selected by last), val PSNR x dB, SSIM y' from a train_loop result or summary."""
+    text = f"epoch {s['epoch']} (selected by {s['select_by']}), val PSNR {_num(s['val_psnr'])} dB"
+    text += f", SSIM {_num(s['val_ssim'], '.4f')}"
+    best = s.get("best_psnr_epoch")
+    if best is not None and best != s["epoch"]:
+        text += f" (best PSNR at epoch {best})"
+    return text
+
+
+EPOCHS_HELP = "Epochs at the learning rate (pix2pix's n_epochs)."
+DECAY_HELP = "Epochs after --epochs with the learning rate falling linearly to 0 (pix2pix's n_epochs_decay)."
+LR_HELP = "Learning rate of the generator's full weights and the discriminator (default 2e-4)."
+LORA_LR_HELP = "Learning rate of the LoRA adapters (default 1e-3)."
+SELECT_BY_HELP = "Model to keep: the last epoch's (pix2pix), or the best on the validation pairs by psnr or ssim."
+DEVICE_HELP = "cpu or cuda[:N]."
 
 
 @app.command("make-pairs")
@@ -72,13 +128,12 @@ def make_pairs_cmd(
     from edgegan.data.images import list_images
     from edgegan.e2gan.editors import CLASSICAL, DiffusionEditor, classical_editor
     from edgegan.e2gan.pairs import make_pairs
-    from edgegan.runs import check_device
 
     if list_editors:
         for e in CLASSICAL.values():
             console.print(f"{e.name:10s} {e.prompt}")
         return
-    check_device(device)
+    _device(device)
     concepts: dict[str, Any] = {}
     names = list(CLASSICAL) if editor == ["all"] else editor
     for name in names:
@@ -134,27 +189,39 @@ def pretrain_cmd(
     pick: int | None = typer.Option(None, "--pick", help="Choose N base concepts by K-means over image embeddings."),
     image_encoder: str = typer.Option("stats", "--image-encoder", help="For --pick: 'stats' or a CLIP folder."),
     size: int = typer.Option(256, "--size"),
-    epochs: int = typer.Option(10, "--epochs"),
+    epochs: int = typer.Option(10, "--epochs", help=EPOCHS_HELP),
+    epochs_decay: int = typer.Option(10, "--epochs-decay", help=DECAY_HELP),
+    lr: float | None = typer.Option(None, "--lr", help=LR_HELP),
     ngf: int = typer.Option(64, "--ngf"),
     batch_size: int = typer.Option(1, "--batch-size"),
+    select_by: str = typer.Option("last", "--select-by", help=SELECT_BY_HELP),
     text_encoder: str = typer.Option("default", "--text-encoder", help=ENCODER_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
     resume: bool = typer.Option(False, "--resume"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Train the multi-concept base generator (3RB+1TB)."""
     from edgegan.e2gan.train import pretrain
 
-    cfg = _cfg(size, epochs, ngf, batch_size, seed)
+    device = _device(device)
+    cfg = _cfg(
+        size=size,
+        ngf=ngf,
+        batch_size=batch_size,
+        epochs=epochs,
+        epochs_decay=epochs_decay,
+        lr=lr,
+        select_by=select_by,
+        seed=seed,
+    )
     if pick is not None:
         concept = _pick(pairs, concept, pick, image_encoder, seed)
     elif not concept:
         raise ConfigError("give --concept NAME (repeatable) or --pick N")
     enc = _encoder(text_encoder, out / "text_cache")
-    with _bar("pretrain", epochs) as bar:
-        s = pretrain(pairs, concept, out, cfg, enc, resume=resume, progress=bar.update)
-    console.print(
-        f"base model: {s['base']} ({s['params']:,} params), best epoch {s['best_epoch']}, val PSNR {s['best_psnr']}"
-    )
+    with _bar("pretrain", cfg.total_epochs) as bar:
+        s = pretrain(pairs, concept, out, cfg, enc, resume=resume, device=device, progress=bar.update)
+    console.print(f"base model: {s['base']} ({s['params']:,} params); {_picked(s)}; {s['train_seconds']:.1f} s")
 
 
 def _pick(pairs: Path, candidates: list[str], n: int, encoder_spec: str, seed: int) -> list[str]:
@@ -199,8 +266,18 @@ def finetune_cmd(
     select: int | None = typer.Option(None, "--select", help="Keep N training pairs (K-means nearest-to-centre)."),
     selection: str = typer.Option("kmeans", "--selection", help="kmeans or random."),
     size: int = typer.Option(256, "--size"),
-    epochs: int = typer.Option(10, "--epochs"),
+    epochs: int = typer.Option(10, "--epochs", help=EPOCHS_HELP),
+    epochs_decay: int = typer.Option(10, "--epochs-decay", help=DECAY_HELP),
+    lr: float | None = typer.Option(
+        None,
+        "--lr",
+        help="Learning rate of the discriminator and, with --full, of every generator weight (default 2e-4).",
+    ),
+    lora_lr: float | None = typer.Option(None, "--lora-lr", help=LORA_LR_HELP),
+    batch_size: int = typer.Option(1, "--batch-size"),
+    select_by: str = typer.Option("last", "--select-by", help=SELECT_BY_HELP),
     text_encoder: str = typer.Option("default", "--text-encoder", help=ENCODER_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
     resume: bool = typer.Option(False, "--resume"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
@@ -208,11 +285,21 @@ def finetune_cmd(
     import edgegan
     from edgegan.e2gan.train import finetune
 
-    base_model = edgegan.load(base)
-    cfg = _cfg(size, epochs, base_model.config.ngf, 1, seed)
+    device = _device(device)
+    cfg = _cfg(
+        size=size,
+        ngf=edgegan.load(base).config.ngf,
+        batch_size=batch_size,
+        epochs=epochs,
+        epochs_decay=epochs_decay,
+        lr=lr,
+        lora_lr=lora_lr,
+        select_by=select_by,
+        seed=seed,
+    )
     enc = _encoder(text_encoder, out / "text_cache")
     ranks = None if full else _parse_ranks(lora, base)
-    with _bar("finetune", epochs) as bar:
+    with _bar("finetune", cfg.total_epochs) as bar:
         s = finetune(
             base,
             pairs,
@@ -225,10 +312,17 @@ def finetune_cmd(
             select=select,
             selection=selection,
             resume=resume,
+            device=device,
             progress=bar.update,
         )
+    if s.get("feature_spread"):
+        spread = s["feature_spread"]
+        console.print(
+            f"--select {select}: {s['train_pairs']} pairs by {s['selection']}; the base's stem features spread "
+            f"{spread['relative_spread']:.3g} of their mean level (near 0: the images look alike to K-means)"
+        )
     what = f"adapter {s['adapter']} ({s['adapter_bytes']:,} bytes)" if "adapter" in s else f"model {s['generator']}"
-    console.print(f"{what}; {s['trainable']:,} trainable params; val PSNR {s['best_psnr']}; {s['train_seconds']:.1f} s")
+    console.print(f"{what}; {s['trainable']:,} trainable params; {_picked(s)}; {s['train_seconds']:.1f} s")
 
 
 @app.command("rank-search")
@@ -237,28 +331,61 @@ def rank_search_cmd(
     pairs: Path = typer.Option(..., "--pairs"),
     concept: list[str] = typer.Option(..., "--concept", help="Sampled concept (repeatable)."),
     out: Path = typer.Option(..., "--out"),
-    every: int = typer.Option(2, "--every", help="Epochs per rank (the rank doubles after each)."),
     max_rank: int | None = typer.Option(None, "--max-rank"),
-    min_gain: float = typer.Option(0.05, "--min-gain", help="dB of validation PSNR a doubling must gain."),
+    min_margin: float = typer.Option(
+        0.05, "--min-margin", help="dB floor of the margin (rank-1 seed-to-seed PSNR noise) a larger rank must beat."
+    ),
     size: int = typer.Option(256, "--size"),
+    epochs: int = typer.Option(4, "--epochs", help=EPOCHS_HELP + " Every rank is a fresh adapter on this schedule."),
+    epochs_decay: int = typer.Option(4, "--epochs-decay", help=DECAY_HELP),
+    lr: float | None = typer.Option(None, "--lr", help=LR_HELP),
+    lora_lr: float | None = typer.Option(None, "--lora-lr", help=LORA_LR_HELP),
+    batch_size: int = typer.Option(1, "--batch-size"),
     text_encoder: str = typer.Option("default", "--text-encoder", help=ENCODER_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Search LoRA ranks for the crucial layers over sampled concepts; writes OUT/ranks.json."""
+    """Search LoRA ranks for the crucial layers over sampled concepts; writes OUT/ranks.json (rerun to resume)."""
     import edgegan
     from edgegan.e2gan.train import rank_search
+    from edgegan.fileio import atomic_write_json
 
-    cfg = _cfg(size, every, edgegan.load(base).config.ngf, 1, seed)
+    device = _device(device)
+    cfg = _cfg(
+        size=size,
+        ngf=edgegan.load(base).config.ngf,
+        batch_size=batch_size,
+        epochs=epochs,
+        epochs_decay=epochs_decay,
+        lr=lr,
+        lora_lr=lora_lr,
+        seed=seed,
+    )
     enc = _encoder(text_encoder, out / "text_cache")
-    rec = rank_search(base, pairs, concept, out, cfg, enc, every=every, max_rank=max_rank, min_gain_db=min_gain)
+    rec = rank_search(
+        base,
+        pairs,
+        concept,
+        out,
+        cfg,
+        enc,
+        max_rank=max_rank,
+        min_margin_db=min_margin,
+        device=device,
+        progress=lambda msg: console.print(f"training {msg} ({_plural(cfg.total_epochs, 'epoch')})"),
+    )
+    for name, c in rec["concepts"].items():
+        by_rank = ", ".join(f"{t['rank']}: {t['val_psnr']:.2f}" for t in c["trail"])
+        console.print(
+            f"{name}: rank {c['rank']} (seed noise {c['noise_db']:.3f} dB, margin {c['margin_db']:.3f} dB; "
+            f"val PSNR by rank {by_rank})"
+        )
     t = Table(title="searched LoRA ranks")
     t.add_column("layer")
     t.add_column("rank", justify="right")
     for name, r in rec["ranks"].items():
         t.add_row(name, str(r))
     console.print(t)
-    from edgegan.fileio import atomic_write_json
-
     atomic_write_json(base.parent / "ranks.json", rec)  # `finetune --lora auto` picks these up
     console.print(f"wrote {out / 'ranks.json'} and {base.parent / 'ranks.json'} (used by finetune --lora auto)")
 
@@ -270,21 +397,38 @@ def layer_study_cmd(
     concept: str = typer.Option(..., "--concept"),
     out: Path = typer.Option(..., "--out"),
     size: int = typer.Option(256, "--size"),
-    epochs: int = typer.Option(5, "--epochs"),
+    epochs: int = typer.Option(5, "--epochs", help=EPOCHS_HELP),
+    epochs_decay: int = typer.Option(5, "--epochs-decay", help=DECAY_HELP),
+    lr: float | None = typer.Option(None, "--lr", help=LR_HELP),
+    batch_size: int = typer.Option(1, "--batch-size"),
+    select_by: str = typer.Option("last", "--select-by", help=SELECT_BY_HELP),
     text_encoder: str = typer.Option("default", "--text-encoder", help=ENCODER_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    resume: bool = typer.Option(False, "--resume"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Freeze each part (sampling layers, transformer block, residual blocks) in turn; report quality and size."""
     import edgegan
     from edgegan.e2gan.train import layer_study
 
-    cfg = _cfg(size, epochs, edgegan.load(base).config.ngf, 1, seed)
-    rec = layer_study(base, pairs, concept, out, cfg, _encoder(text_encoder, out / "text_cache"))
-    t = Table(title=f"layer study: {concept}")
+    device = _device(device)
+    cfg = _cfg(
+        size=size,
+        ngf=edgegan.load(base).config.ngf,
+        batch_size=batch_size,
+        epochs=epochs,
+        epochs_decay=epochs_decay,
+        lr=lr,
+        select_by=select_by,
+        seed=seed,
+    )
+    enc = _encoder(text_encoder, out / "text_cache")
+    rec = layer_study(base, pairs, concept, out, cfg, enc, resume=resume, device=device)
+    t = Table(title=f"layer study: {concept} ({_plural(cfg.total_epochs, 'epoch')}, selected by {cfg.select_by})")
     for col in ("frozen", "trainable params", "val PSNR", "val SSIM"):
         t.add_column(col, justify="right")
     for frozen, r in rec["rows"].items():
-        t.add_row(frozen, f"{r['trainable']:,}", f"{r['val_psnr']:.2f}", f"{r['val_ssim']:.4f}")
+        t.add_row(frozen, f"{r['trainable']:,}", _num(r["val_psnr"]), _num(r["val_ssim"], ".4f"))
     console.print(t)
 
 
@@ -297,11 +441,13 @@ def apply_cmd(
     prompt: str | None = typer.Option(None, "--prompt", help="Default: the adapter's concept prompt."),
     size: int | None = typer.Option(None, "--size", help="Resize the input to SIZE×SIZE first."),
     text_encoder: str = typer.Option("default", "--text-encoder", help=ENCODER_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
 ) -> None:
     """Edit one image with the base model plus a concept adapter."""
     from edgegan.data.images import load_image, save_image
     from edgegan.e2gan.train import adapter_info, apply_adapter
 
+    device = _device(device)
     adapter_dir = None if str(adapter) == "none" else adapter
     if prompt is None:
         if adapter_dir is None:
@@ -310,6 +456,6 @@ def apply_cmd(
         if not prompt:
             raise ConfigError(f"{adapter_dir} records no prompt; pass --prompt")
     x = load_image(image, size=size)
-    y = apply_adapter(base, adapter_dir, x, prompt, _encoder(text_encoder))
+    y = apply_adapter(base, adapter_dir, x, prompt, _encoder(text_encoder), device)
     save_image(y, out)
     console.print(f"wrote {out}")

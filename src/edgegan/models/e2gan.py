@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,8 @@ from edgegan.nn import NormKind, PaddingKind, ResnetBlock, conv_bias, norm_layer
 from edgegan.registry import EdgeModel, ModelConfig, register
 
 __all__ = ["E2GANGenerator", "E2GANGeneratorConfig", "TransformerBlock"]
+
+UpsampleKind = Literal["bilinear", "transpose"]
 
 
 @dataclass
@@ -41,6 +43,10 @@ class E2GANGeneratorConfig(ModelConfig):
     mlp_ratio: float = 4.0
     norm: NormKind = "instance"
     padding_type: PaddingKind = "reflect"
+    upsample: UpsampleKind = "bilinear"
+    residual: bool = True
+    film: bool = True
+    input_skip: bool = True
 
     def __post_init__(self) -> None:
         for name in ("input_nc", "output_nc", "ngf", "text_dim", "heads"):
@@ -52,6 +58,51 @@ class E2GANGeneratorConfig(ModelConfig):
             raise ConfigError(f"the trunk width {self.ngf * 4} must be divisible by heads={self.heads}")
         if self.mlp_ratio <= 0:
             raise ConfigError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
+        if self.upsample not in ("bilinear", "transpose"):
+            raise ConfigError(f"upsample must be bilinear or transpose, got {self.upsample!r}")
+        if self.residual and self.input_nc != self.output_nc:
+            raise ConfigError("residual=true needs input_nc == output_nc")
+
+
+def _up_conv(cin: int, cout: int, upsample: UpsampleKind, bias: bool) -> nn.Module:
+    """The layer that doubles the resolution. ``transpose``: the paper's stride-2, kernel-3 transposed conv,
+    whose uneven overlap turns a spatially constant change into a 2-px grid. ``bilinear``: a 3×3 conv at the
+    low resolution, then bilinear ×2 (:func:`_up`): the same parameters and MACs, and a constant input stays
+    constant, so no checkerboard."""
+    if upsample == "transpose":
+        return nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1, bias=bias)
+    return nn.Conv2d(cin, cout, 3, padding=1, bias=bias)
+
+
+def _up(conv: nn.Module, h: torch.Tensor, upsample: UpsampleKind) -> torch.Tensor:
+    h = conv(h)
+    # a fixed scale factor, not a size read off a tensor: the ONNX exporter then keeps the channel count
+    return h if upsample == "transpose" else F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+class TextFiLM(nn.Module):
+    """Per-channel scale and shift from the pooled text embedding: ``h·(1 + γ(t)) + β(t)``.
+
+    Instance norm removes whatever is spatially constant, so a concept that shifts colours cannot reach the
+    output through normalised layers alone; this puts it back after the norm. Zero-initialised: at the start
+    the layer is the identity."""
+
+    def __init__(self, text_dim: int, channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(text_dim, 2 * channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, h: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.proj(pooled)[:, :, None, None].chunk(2, dim=1)
+        return h * (1 + gamma) + beta
+
+
+def _pool_text(text: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return text.mean(1)
+    m = mask.to(text.dtype)[..., None]
+    return (text * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 class _ScaledDotProduct(nn.Module):
@@ -109,7 +160,9 @@ class TransformerBlock(nn.Module):
     """Stride-2 conv, then on the half-size map (as tokens): input projection, self-attention,
     cross-attention to the text, gated MLP, output projection (pre-norm, residual); transposed conv."""
 
-    def __init__(self, dim: int, text_dim: int, heads: int, mlp_ratio: float) -> None:
+    def __init__(
+        self, dim: int, text_dim: int, heads: int, mlp_ratio: float, upsample: UpsampleKind = "bilinear"
+    ) -> None:
         super().__init__()
         self.down = nn.Conv2d(dim, dim, 3, stride=2, padding=1)
         self.norm_in = nn.LayerNorm(dim)
@@ -121,7 +174,8 @@ class TransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.mlp = GEGLU(dim, int(dim * mlp_ratio))
         self.proj_out = nn.Linear(dim, dim)
-        self.up = nn.ConvTranspose2d(dim, dim, 3, stride=2, padding=1, output_padding=1)
+        self.up = _up_conv(dim, dim, upsample, bias=True)
+        self.upsample = upsample
 
     def forward(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None) -> torch.Tensor:
         h = self.down(x)
@@ -134,7 +188,7 @@ class TransformerBlock(nn.Module):
         t = t + self.mlp(self.norm3(t))
         t = self.proj_out(t) + tokens
         h = t.transpose(1, 2).reshape(n, c, hh, ww)
-        return x + self.up(h)
+        return x + _up(self.up, h, self.upsample)
 
 
 @register("e2gan_generator")
@@ -151,9 +205,9 @@ class E2GANGenerator(EdgeModel):
         c = config
         bias = conv_bias(c.norm)
         pads, p = pad_and_conv_padding(c.padding_type, 3)
-        self.stem = nn.Sequential(
-            *pads, nn.Conv2d(c.input_nc, c.ngf, 7, padding=p, bias=bias), norm_layer(c.norm, c.ngf), nn.ReLU(True)
-        )
+        # The stem's conv is kept apart from its norm so that the input skip can take its un-normalised output.
+        self.stem = nn.Sequential(*pads, nn.Conv2d(c.input_nc, c.ngf, 7, padding=p, bias=bias))
+        self.stem_norm = nn.Sequential(norm_layer(c.norm, c.ngf), nn.ReLU(True))
         self.down = nn.ModuleList(
             nn.Sequential(
                 nn.Conv2d(c.ngf * 2**i, c.ngf * 2 ** (i + 1), 3, stride=2, padding=1, bias=bias),
@@ -164,24 +218,28 @@ class E2GANGenerator(EdgeModel):
         )
         trunk = c.ngf * 4
         self.blocks = nn.ModuleList(ResnetBlock(trunk, c.norm, 0.0, c.padding_type) for _ in range(c.n_blocks))
-        self.transformer = TransformerBlock(trunk, c.text_dim, c.heads, c.mlp_ratio)
+        self.transformer = TransformerBlock(trunk, c.text_dim, c.heads, c.mlp_ratio, c.upsample)
         self.up = nn.ModuleList(
-            nn.Sequential(
-                nn.ConvTranspose2d(
-                    c.ngf * 2 ** (2 - i), c.ngf * 2 ** (1 - i), 3, stride=2, padding=1, output_padding=1, bias=bias
-                ),
-                norm_layer(c.norm, c.ngf * 2 ** (1 - i)),
-                nn.ReLU(True),
-            )
-            for i in range(2)
+            nn.Sequential(_up_conv(c.ngf * 2 ** (2 - i), c.ngf * 2 ** (1 - i), c.upsample, bias)) for i in range(2)
         )
+        self.up_norm = nn.ModuleList(norm_layer(c.norm, c.ngf * 2 ** (1 - i)) for i in range(2))
+        # Text-conditioned scale/shift after each decoder norm, and on the input skip (see TextFiLM).
+        self.up_film = nn.ModuleList(TextFiLM(c.text_dim, c.ngf * 2 ** (1 - i)) for i in range(2)) if c.film else None
+        self.skip_film = TextFiLM(c.text_dim, c.ngf) if c.input_skip else None
         pads, p = pad_and_conv_padding(c.padding_type, 3)
-        self.head = nn.Sequential(*pads, nn.Conv2d(c.ngf, c.output_nc, 7, padding=p), nn.Tanh())
+        head: list[nn.Module] = [*pads, nn.Conv2d(c.ngf, c.output_nc, 7, padding=p)]
+        if c.residual:
+            nn.init.zeros_(head[-1].weight)  # starts as the identity map: output = input
+            nn.init.zeros_(head[-1].bias)
+        else:
+            head.append(nn.Tanh())
+        self.head = nn.Sequential(*head)
 
     def crucial_layers(self) -> dict[str, list[str]]:
         """The paper's parts: sampling layers (down/up convs), the transformer block's layers, residual blocks."""
         names = {n for n, m in self.named_modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear)}
-        sampling = sorted(n for n in names if n.startswith(("down.", "up.")))
+        # The text-conditioned scale/shift layers belong to the decoder's sampling path.
+        sampling = sorted(n for n in names if n.startswith(("down.", "up.", "up_film.", "skip_film.")))
         transformer = sorted(n for n in names if n.startswith("transformer."))
         blocks = sorted(n for n in names if n.startswith("blocks."))
         return {"sampling": sampling, "transformer": transformer, "residual": blocks}
@@ -191,15 +249,31 @@ class E2GANGenerator(EdgeModel):
         return (torch.randn(batch, self.config.input_nc, h, w), torch.randn(batch, 8, self.config.text_dim))
 
     def forward(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.stem(x)
+        c = self.config
+        raw = self.stem(x)
+        h = self.stem_norm(raw)
         for layer in self.down:
             h = layer(h)
         for i, block in enumerate(self.blocks):
-            if i == self.config.tb_after:
+            if i == c.tb_after:
                 h = self.transformer(h, text, text_mask)
             h = block(h)
-        if self.config.tb_after == len(self.blocks):
+        if c.tb_after == len(self.blocks):
             h = self.transformer(h, text, text_mask)
-        for layer in self.up:
-            h = layer(h)
-        return self.head(h)
+        pooled = _pool_text(text, text_mask) if self.up_film is not None or self.skip_film is not None else None
+        for i, (conv, norm) in enumerate(zip(self.up, self.up_norm, strict=True)):
+            h = norm(_up(conv, h, c.upsample))
+            if self.up_film is not None:
+                h = self.up_film[i](h, pooled)
+            h = F.relu(h)
+        if self.skip_film is not None:
+            # The stem's un-normalised features carry the input's absolute colour, which every normalised layer
+            # has lost; the text decides how they mix into the head (per-pixel colour maps per concept).
+            h = h + self.skip_film(F.relu(raw), pooled)
+        out = self.head(h)
+        if not c.residual:
+            return out
+        out = x + out
+        # Training sees the unclamped residual (a clamp would stop the gradient of any pixel it touches);
+        # inference and export keep the output in the image range.
+        return out if self.training else out.clamp(-1.0, 1.0)

@@ -72,3 +72,21 @@ def test_save_load_onnx_and_lora_merge(tmp_path):
     want = model(x, text)
     merged = merge_lora(model)
     assert (merged(x, text) - want).abs().max() <= 1e-5
+
+
+def test_a_model_saved_before_the_new_layout_loads_as_it_was(tmp_path):
+    """Folders written before upsample/residual/film/input_skip existed hold the paper's layout."""
+    import json
+
+    legacy = {"upsample": "transpose", "residual": False, "film": False, "input_skip": False}
+    old = tiny(**legacy).eval()
+    folder = old.save(tmp_path / "old")
+    meta = json.loads((folder / "config.json").read_text())
+    for key in legacy:
+        del meta["config"][key]
+    (folder / "config.json").write_text(json.dumps(meta))
+    loaded = edgegan.load(folder)
+    x, text = torch.rand(1, 3, 32, 32) * 2 - 1, torch.randn(1, 4, 12)
+    assert loaded.config.upsample == "transpose" and not loaded.config.residual
+    assert torch.equal(loaded(x, text), old(x, text))
+    assert edgegan.build("e2gan_generator", ngf=8, text_dim=12, heads=2).config.residual  # new models: new layout

@@ -256,7 +256,10 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
     """Rebuild a saved model (architecture, config and weights) from its folder."""
     folder = Path(path)
     arch, cfg = read_model_config(folder)
-    model = get_architecture(arch).from_config(get_architecture(arch).config_cls.from_dict(cfg))
+    cls = get_architecture(arch).config_cls
+    # A field added after a model was saved takes the value that reproduces the saved model, not the new default.
+    cfg = {**getattr(cls, "saved_before", {}), **cfg}
+    model = get_architecture(arch).from_config(cls.from_dict(cfg))
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{folder} has no {WEIGHTS_FILE}")

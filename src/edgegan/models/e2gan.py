@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,14 @@ UpsampleKind = Literal["bilinear", "transpose"]
 
 @dataclass
 class E2GANGeneratorConfig(ModelConfig):
+    # models saved before these fields existed have the paper's layout (see edgegan.load)
+    saved_before: ClassVar[dict[str, Any]] = {
+        "upsample": "transpose",
+        "residual": False,
+        "film": False,
+        "input_skip": False,
+    }
+
     input_nc: int = 3
     output_nc: int = 3
     ngf: int = 64

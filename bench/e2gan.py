@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import statistics
 import time
 from pathlib import Path
@@ -53,6 +52,7 @@ from edgegan.e2gan.train import (
     choose_base_concepts,
     evaluate,
     finetune,
+    layer_study,
     load_pairs,
     pretrain,
     rank_search,
@@ -73,7 +73,8 @@ QUALITY_DB = 0.5  # "reaches the quality of": within this many dB
 SELECT_DB = 0.1  # K-means vs random: differences this small are a tie (seed-to-seed noise is larger)
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # 2-core CPU: about an hour. 64 px, base width 32 (the paper's is 64 at 256 px).
+    # 2-core CPU: about an hour at 1 thread. 64 px, base width 32 (the paper's is 64 at 256 px). Epochs are
+    # "constant + linear decay" (pix2pix); curves.png shows where validation PSNR levels off within them.
     "cpu": {
         "size": 64,
         "ngf": 32,
@@ -82,12 +83,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train_facades": 64,
         "eval_facades": 24,
         "crops": 4,
-        "base_epochs": 10,
-        "epochs": 8,
-        "rank_every": 2,
+        "base_concepts": 5,
+        "base_epochs": [5, 5],
+        "epochs": [6, 6],
+        "rank_epochs": [3, 3],
+        "max_rank": 8,
         "select_n": 16,
-        "seeds": 2,
-        "fixed_ranks": [4, 16],
+        "select_concepts": ["cartoon"],
+        "lr_concepts": ["cool"],
+        "seeds": 3,
+        "fixed_ranks": [4],
+        "layer_study": "cool",
         "text": "default",
     },
     # A GPU: the paper's scale.
@@ -99,12 +105,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train_facades": 400,
         "eval_facades": 106,
         "crops": 8,
-        "base_epochs": 50,
-        "epochs": 30,
-        "rank_every": 5,
+        "base_concepts": 5,
+        "base_epochs": [25, 25],
+        "epochs": [15, 15],
+        "rank_epochs": [5, 5],
+        "max_rank": 64,
         "select_n": 64,
+        "select_concepts": list(HELD_OUT),
+        "lr_concepts": list(HELD_OUT),
         "seeds": 3,
         "fixed_ranks": [4, 16],
+        "layer_study": "cool",
         "text": "default",
     },
     # Smoke run of the whole bench in about a minute.
@@ -116,15 +127,27 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train_facades": 12,
         "eval_facades": 4,
         "crops": 1,
-        "base_epochs": 1,
-        "epochs": 1,
-        "rank_every": 1,
+        "base_concepts": 5,
+        "base_epochs": [1, 0],
+        "epochs": [1, 0],
+        "rank_epochs": [1, 0],
+        "max_rank": 2,
         "select_n": 4,
+        "select_concepts": ["cartoon"],
+        "lr_concepts": ["cool"],
         "seeds": 1,
         "fixed_ranks": [2],
+        "layer_study": "cool",
         "text": "tiny",
     },
 }
+
+
+class Identity(nn.Module):
+    """The do-nothing baseline: output = input."""
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return x
 
 
 class ImageOnly(nn.Module):
@@ -222,11 +245,51 @@ class FIDScorer:
         return float(fid_from_features(feats[1], feats[0]).value)
 
 
+def _late_gain(summary: dict[str, Any]) -> float:
+    """Validation PSNR at the last epoch minus at the start of the last quarter (small: the run has levelled)."""
+    hist = [h["val_psnr"] for h in _history(summary) if h.get("val_psnr") is not None]
+    if len(hist) < 2:
+        return float("nan")
+    return hist[-1] - hist[max(0, len(hist) - 1 - max(1, len(hist) // 4))]
+
+
+def _history(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    if "history" in summary:
+        return summary["history"]
+    path = Path(summary.get("adapter") or summary.get("generator") or ".").parent / "summary.json"
+    return json.loads(path.read_text()).get("history", []) if path.is_file() else []
+
+
+def _plot_curves(runs: dict[str, dict[str, Any]], base_sum: dict[str, Any], path: Path) -> None:
+    """Validation PSNR per epoch of the base and of every held-out concept's LoRA, full and pix2pix runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(runs) + 1, figsize=(4 * (len(runs) + 1), 3.2), squeeze=False)
+    panels = [("base", {"base": base_sum})] + list(runs.items())
+    for ax, (name, r) in zip(axes[0], panels, strict=True):
+        for key in ("base", "lora", "full", "pix2pix"):
+            hist = _history(r[key]) if key in r else []
+            if hist:
+                ax.plot([h["epoch"] for h in hist], [h["val_psnr"] for h in hist], label=key)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("val PSNR (dB)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def _done(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _pix2pix(cfg: E2GANTrainConfig, pairs: Path, concept: str, out: Path, encoder: Any) -> dict[str, Any]:
+def _pix2pix(cfg: E2GANTrainConfig, pairs: Path, concept: str, out: Path, encoder: Any, device: str) -> dict[str, Any]:
     """pix2pix ResNet-9 from scratch on the concept's pairs, in the same loop, loss and epochs as E2GAN."""
     done = _done(out / "summary.json")
     if done is not None:
@@ -235,9 +298,11 @@ def _pix2pix(cfg: E2GANTrainConfig, pairs: Path, concept: str, out: Path, encode
     train, val = data.split(cfg.val_fraction, cfg.seed)
     net = ImageOnly(ResnetGenerator(ngf=cfg.ngf, n_blocks=9))
     info = {"recipe": "pix2pix"}
-    result = train_loop(net, build_discriminator(cfg), train, val, encoder, out, cfg, run_info=info, resume=True)
-    net.generator.eval().save(out / "generator")
-    summary = {k: v for k, v in result.items() if k != "history"} | {"generator": str(out / "generator")}
+    result = train_loop(
+        net, build_discriminator(cfg), train, val, encoder, out, cfg, run_info=info, resume=True, device=device
+    )
+    net.generator.cpu().eval().save(out / "generator")
+    summary = result | {"generator": str(out / "generator")}
     atomic_write_json(out / "summary.json", summary)
     return summary
 
@@ -292,68 +357,81 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
     candidates = [c for c in CLASSICAL if c not in HELD_OUT]
     choice = _done(work / "base_concepts.json")
     if choice is None:
-        choice = choose_base_concepts(pairs_train, candidates, len(candidates) - 1, StatsImageEncoder(), size=p["size"])
+        choice = choose_base_concepts(pairs_train, candidates, p["base_concepts"], StatsImageEncoder(), size=p["size"])
         atomic_write_json(work / "base_concepts.json", choice)
     base_concepts = choice["chosen"]
-    search_concept = next(c for c in candidates if c not in base_concepts)
-    console.log(f"base concepts (K-means, stats embeddings): {base_concepts}; rank search on {search_concept!r}")
+    search_concepts = [c for c in candidates if c not in base_concepts]
+    console.log(f"base concepts (K-means, stats embeddings): {base_concepts}; rank search on {search_concepts}")
 
     text = TinyTextEncoder() if p["text"] == "tiny" else HFTextEncoder()
     encoder = CachedTextEncoder(text, work / "text_cache")
+    ep, decay = p["epochs"]
     cfg = E2GANTrainConfig(
-        ngf=p["ngf"], ndf=p["ngf"], heads=p["heads"], size=p["size"], batch_size=p["batch"], epochs=p["epochs"]
+        ngf=p["ngf"],
+        ndf=p["ngf"],
+        heads=p["heads"],
+        size=p["size"],
+        batch_size=p["batch"],
+        epochs=ep,
+        epochs_decay=decay,
     )
+    dev = {"device": args.device}
 
     base_sum = _done(work / "base" / "summary.json")
     if base_sum is None:
         console.log(f"pretraining the base model on {len(base_concepts)} concepts, {p['base_epochs']} epochs")
-        base_cfg = dataclasses.replace(cfg, epochs=p["base_epochs"])
-        base_sum = pretrain(pairs_train, base_concepts, work / "base", base_cfg, encoder, resume=True)
+        base_cfg = dataclasses.replace(cfg, epochs=p["base_epochs"][0], epochs_decay=p["base_epochs"][1])
+        base_sum = pretrain(pairs_train, base_concepts, work / "base", base_cfg, encoder, resume=True, **dev)
     base_dir = work / "base" / "base"
 
-    ranks_rec = _done(work / "ranks" / "ranks.json")
-    if ranks_rec is None:
-        shutil.rmtree(work / "ranks", ignore_errors=True)  # an interrupted search restarts (it is short)
-        console.log(f"LoRA rank search on {search_concept!r} (rank 1, doubling every {p['rank_every']} epochs)")
-        ranks_rec = rank_search(
-            base_dir,
-            pairs_train,
-            [search_concept],
-            work / "ranks",
-            dataclasses.replace(cfg, epochs=p["rank_every"]),
-            encoder,
-            every=p["rank_every"],
-        )
+    rank_cfg = dataclasses.replace(cfg, epochs=p["rank_epochs"][0], epochs_decay=p["rank_epochs"][1])
+    console.log(f"LoRA rank search on {search_concepts}: fresh adapters at ranks 1, 2, 4, ... ({p['rank_epochs']})")
+    ranks_rec = rank_search(
+        base_dir, pairs_train, search_concepts, work / "ranks", rank_cfg, encoder, max_rank=p["max_rank"], **dev
+    )  # resumable: finished ranks are read back
     ranks = {k: int(v) for k, v in ranks_rec["ranks"].items()}
 
     runs: dict[str, dict[str, Any]] = {}
     n_train = None
     for concept in HELD_OUT:
         folder = work / "ft" / concept
-        common = {"base_dir": base_dir, "pairs_dir": pairs_train, "concept": concept, "encoder": encoder}
+        common = {"base_dir": base_dir, "pairs_dir": pairs_train, "concept": concept, "encoder": encoder, **dev}
         r: dict[str, Any] = {}
         console.log(f"{concept}: LoRA (searched ranks), full fine-tune, pix2pix from scratch, {p['epochs']} epochs")
         r["lora"] = _finetune(folder / "lora", cfg=cfg, mode="lora", ranks=ranks, **common)
         r["full"] = _finetune(folder / "full", cfg=cfg, mode="full", **common)
-        r["pix2pix"] = _pix2pix(cfg, pairs_train, concept, folder / "pix2pix", encoder)
+        r["pix2pix"] = _pix2pix(cfg, pairs_train, concept, folder / "pix2pix", encoder, args.device)
+        # LoRA's own learning rate vs the full model's: the measurement behind E2GANTrainConfig.lora_lr
+        if concept in p["lr_concepts"]:
+            slow = dataclasses.replace(cfg, lora_lr=cfg.lr)
+            r["lora_lr_full"] = _finetune(folder / "lora_lr_full", cfg=slow, mode="lora", ranks=ranks, **common)
         for rank in p["fixed_ranks"]:  # how quality grows with the rank, next to the searched ranks
             fixed = {n: rank for n in ranks}
             r[f"rank{rank}"] = _finetune(folder / f"lora_rank{rank}", cfg=cfg, mode="lora", ranks=fixed, **common)
         n_train = r["lora"]["train_pairs"]
-        # equal steps: N pairs for as many optimiser steps as (a) took on all of them
-        sel_epochs = max(1, round(p["epochs"] * n_train / p["select_n"]))
-        for how in ("kmeans", "random"):
-            for s in range(p["seeds"]):
-                r[f"{how}{s}"] = _finetune(
-                    folder / f"lora_{how}{p['select_n']}_seed{s}",
-                    cfg=dataclasses.replace(cfg, epochs=sel_epochs, seed=s),
-                    mode="lora",
-                    ranks=ranks,
-                    select=p["select_n"],
-                    selection=how,
-                    **common,
-                )
+        if concept in p["select_concepts"]:
+            # equal steps: N pairs for as many optimiser steps as (a) took on all of them
+            scale = n_train / p["select_n"]
+            sel_cfg = dataclasses.replace(cfg, epochs=max(1, round(ep * scale)), epochs_decay=round(decay * scale))
+            for how in ("kmeans", "random"):
+                for s in range(p["seeds"]):
+                    r[f"{how}{s}"] = _finetune(
+                        folder / f"lora_{how}{p['select_n']}_seed{s}",
+                        cfg=dataclasses.replace(sel_cfg, seed=s),
+                        mode="lora",
+                        ranks=ranks,
+                        select=p["select_n"],
+                        selection=how,
+                        **common,
+                    )
         runs[concept] = r
+
+    study = _done(work / "layer_study" / "layer_study.json")
+    if study is None:
+        console.log(f"layer study on {p['layer_study']!r}: full fine-tuning with each part frozen in turn")
+        study = layer_study(
+            base_dir, pairs_train, p["layer_study"], work / "layer_study", cfg, encoder, resume=True, **dev
+        )
 
     console.log("evaluating on the held-out images against the editor's outputs")
     base = edgegan.load(base_dir).eval()
@@ -367,9 +445,10 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
             "full": edgegan.load(r["full"]["generator"]).eval(),
             "pix2pix": ImageOnly(edgegan.load(r["pix2pix"]["generator"])).eval(),
             "base (no fine-tune)": base,
+            "identity": Identity(),
         }
         for key in r:
-            if key.startswith(("kmeans", "random", "rank")):
+            if key.startswith(("kmeans", "random", "rank", "lora_lr")):
                 models[key] = _lora_model(base_dir, Path(r[key]["adapter"]))
         quality[concept] = {name: evaluate(m, test, encoder) for name, m in models.items()}
         for name, m in models.items():
@@ -394,32 +473,46 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
         "e2gan_paper_width": _costs("e2gan_ngf64", paper, ex_e2gan, work / "onnx", threads),
     }
 
+    def having(key: str) -> list[str]:  # the concepts a row was run on (some rows run on a subset)
+        return [c for c in HELD_OUT if key in quality[c]]
+
     def mean(key: str, field: str) -> float:
-        return statistics.fmean(float(quality[c][key][field]) for c in HELD_OUT)
+        return statistics.fmean(float(quality[c][key][field]) for c in having(key))
 
     def train_mean(key: str, field: str) -> float:
-        return statistics.fmean(float(runs[c][key][field]) for c in HELD_OUT)
+        return statistics.fmean(float(runs[c][key][field]) for c in having(key))
 
     seeds = range(p["seeds"])
-    sel = {
-        how: {
-            "psnr": statistics.fmean(float(quality[c][f"{how}{s}"]["psnr"]) for c in HELD_OUT for s in seeds),
-            "ssim": statistics.fmean(float(quality[c][f"{how}{s}"]["ssim"]) for c in HELD_OUT for s in seeds),
-            "per_concept_psnr": {
-                c: statistics.fmean(float(quality[c][f"{how}{s}"]["psnr"]) for s in seeds) for c in HELD_OUT
-            },
+    sel_concepts = [c for c in HELD_OUT if c in p["select_concepts"]]
+    sel = {}
+    for how in ("kmeans", "random"):
+        per_seed = [statistics.fmean(float(quality[c][f"{how}{s}"]["psnr"]) for c in sel_concepts) for s in seeds]
+        sel[how] = {
+            "psnr": statistics.fmean(per_seed),
+            "psnr_std": statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0,
+            "psnr_per_seed": per_seed,
+            "ssim": statistics.fmean(float(quality[c][f"{how}{s}"]["ssim"]) for c in sel_concepts for s in seeds),
+            "feature_spread": runs[sel_concepts[0]][f"{how}0"].get("feature_spread"),
         }
-        for how in ("kmeans", "random")
-    }
-    lora_keys = ["lora", *(f"rank{r}" for r in p["fixed_ranks"])]
+    lora_keys = ["lora", "lora_lr_full", *(f"rank{r}" for r in p["fixed_ranks"])]
     summary_rows = {
         key: {
             "trainable": train_mean(key, "trainable"),
             "train_seconds": train_mean(key, "train_seconds"),
             "psnr": mean(key, "psnr"),
             "ssim": mean(key, "ssim"),
+            "psnr_per_concept": {c: quality[c][key]["psnr"] for c in having(key)},
+            # still learning? the validation PSNR gained over the last quarter of the epochs
+            "last_quarter_gain_db": statistics.fmean(_late_gain(runs[c][key]) for c in having(key)),
         }
         for key in lora_keys + ["full", "pix2pix"]
+    }
+    summary_rows["identity"] = {
+        "trainable": 0,
+        "train_seconds": 0.0,
+        "psnr": mean("identity", "psnr"),
+        "ssim": mean("identity", "ssim"),
+        "psnr_per_concept": {c: quality[c]["identity"]["psnr"] for c in HELD_OUT},
     }
     for key in lora_keys:
         summary_rows[key]["adapter_bytes"] = train_mean(key, "adapter_bytes")
@@ -437,6 +530,14 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
         "kmeans_beats_random": sel["kmeans"]["psnr"] > sel["random"]["psnr"] + SELECT_DB,
         "kmeans_random_tie": abs(sel["kmeans"]["psnr"] - sel["random"]["psnr"]) <= SELECT_DB,
         "quality_margin_db": QUALITY_DB,
+        "lora_lr_minus_full_lr_psnr_db": statistics.fmean(
+            lo["psnr_per_concept"][c] - quality[c]["lora_lr_full"]["psnr"] for c in having("lora_lr_full")
+        ),
+        "min_margin_over_identity_db": min(
+            summary_rows[k]["psnr_per_concept"][c] - summary_rows["identity"]["psnr_per_concept"][c]
+            for k in ("full", *lora_keys)
+            for c in having(k)
+        ),
     }
     info = machine_info(args.device)
     results = {
@@ -444,7 +545,7 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
         "settings": p,
         "held_out": list(HELD_OUT),
         "base_concepts": base_concepts,
-        "rank_search_concept": search_concept,
+        "rank_search_concepts": search_concepts,
         "ranks": ranks,
         "rank_search": ranks_rec,
         "train_pairs_per_concept": n_train,
@@ -453,6 +554,7 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
         "quality": quality,
         "summary": summary_rows,
         "selection": sel,
+        "layer_study": study,
         "costs": costs,
         "claim": claim,
         "runs": {
@@ -464,15 +566,19 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
         "wall_s": time.perf_counter() - t_start,
     }
     atomic_write_json(out / "results.json", results)
+    _plot_curves(runs, base_sum, out / "curves.png")
 
     table = Table(title=f"E2GAN, held-out concepts {', '.join(HELD_OUT)} (mean), preset {args.preset}")
     for col in ("method", "trainable params", "stored bytes", "train s", "PSNR", "SSIM"):
         table.add_column(col, justify="right")
     labels = {"lora": "LoRA (searched ranks)", "full": "full fine-tune", "pix2pix": "pix2pix scratch"}
+    labels |= {"lora_lr_full": "LoRA (searched ranks) at the full model's lr"}
     labels |= {f"rank{r}": f"LoRA, rank {r} everywhere" for r in p["fixed_ranks"]}
+    labels |= {"identity": "identity (output = input)"}
     for key, label in labels.items():
         row = summary_rows[key]
-        stored = row.get("adapter_bytes") or row.get("model_bytes") or costs["pix2pix"]["params"] * 4
+        stored = row.get("adapter_bytes") or row.get("model_bytes") or (0 if key == "identity" else None)
+        stored = costs["pix2pix"]["params"] * 4 if stored is None else stored
         table.add_row(
             label,
             f"{row['trainable']:,.0f}",
@@ -483,17 +589,48 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
         )
     for how in ("kmeans", "random"):
         table.add_row(
-            f"LoRA, {how} N={p['select_n']}", "", "", "", f"{sel[how]['psnr']:.2f}", f"{sel[how]['ssim']:.4f}"
+            f"LoRA, {how} N={p['select_n']} ({', '.join(sel_concepts)})",
+            "",
+            "",
+            "",
+            f"{sel[how]['psnr']:.2f} ± {sel[how]['psnr_std']:.2f}",
+            f"{sel[how]['ssim']:.4f}",
         )
     console.print(table)
     verdict_select = _holds(claim["kmeans_beats_random"])
     if claim["kmeans_random_tie"]:
         verdict_select = f"does not hold: a tie within {SELECT_DB} dB"
     lines = [
-        f"base: {p['ngf']}-wide 3RB+1TB on {', '.join(base_concepts)} ({p['base_epochs']} epochs, {p['size']} px); "
-        f"held-out concepts {', '.join(HELD_OUT)}; {n_train} training pairs each; {p['epochs']} epochs for "
-        f"LoRA, full fine-tune and pix2pix; evaluation on {len(images['eval'])} held-out images",
-        f"searched ranks (on {search_concept!r}): {sorted(set(ranks.values()))} over {len(ranks)} crucial layers",
+        f"base: {p['ngf']}-wide 3RB+1TB on {', '.join(base_concepts)} ({p['base_epochs']} epochs constant + decay, "
+        f"{p['size']} px); held-out concepts {', '.join(HELD_OUT)}; {n_train} training pairs each; {p['epochs']} "
+        f"epochs (constant + decay) for LoRA, full fine-tune and pix2pix; evaluation on {len(images['eval'])} "
+        "held-out images",
+        "per concept PSNR: "
+        + "; ".join(
+            f"{c}: "
+            + ", ".join(
+                f"{k} {summary_rows[k]['psnr_per_concept'][c]:.2f}" for k in ("lora", "full", "pix2pix", "identity")
+            )
+            for c in HELD_OUT
+        ),
+        f"every LoRA/full row above identity by at least {claim['min_margin_over_identity_db']:+.2f} dB "
+        "(worst concept)",
+        f"searched ranks (on {', '.join(search_concepts)}): "
+        + "; ".join(
+            f"{c}: rank {v['rank']} (noise {v['noise_db']:.2f} dB, margin {v['margin_db']:.2f} dB, trail "
+            + ", ".join(f"r{t['rank']} {t['val_psnr']:.2f}" for t in v["trail"])
+            + ")"
+            for c, v in ranks_rec["concepts"].items()
+        )
+        + f"; kept {sorted(set(ranks.values()))} over {len(ranks)} crucial layers",
+        f"LoRA at its own lr ({cfg.lora_lr:g}) vs at the full model's ({cfg.lr:g}) on "
+        f"{', '.join(having('lora_lr_full'))}: {claim['lora_lr_minus_full_lr_psnr_db']:+.2f} dB",
+        "still learning? validation PSNR gained over the last quarter of the epochs: "
+        + ", ".join(f"{k} {summary_rows[k]['last_quarter_gain_db']:+.2f} dB" for k in ("lora", "full", "pix2pix")),
+        f"K-means features (base stem, before normalisation): relative spread "
+        f"{(sel['kmeans']['feature_spread'] or {}).get('relative_spread', float('nan')):.3f} across training images",
+        f"layer study on {study['concept']!r} (full fine-tune, part frozen: val PSNR, trainable): "
+        + ", ".join(f"{k} {v['val_psnr']:.2f} ({v['trainable']:,})" for k, v in study["rows"].items()),
         "fixed ranks for comparison: "
         + "; ".join(_rank_line(r, summary_rows[f"rank{r}"], fu) for r in p["fixed_ranks"]),
         f"LoRA trains {100 * claim['lora_trainable_fraction_of_full']:.2f}% of the parameters of full fine-tuning, "
@@ -502,9 +639,10 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
         f"claim: LoRA reaches full fine-tuning (within {QUALITY_DB} dB): {claim['lora_minus_full_psnr_db']:+.2f} dB "
         f"({'holds' if claim['lora_reaches_full'] else 'does not hold'}); reaches pix2pix from scratch: "
         f"{claim['lora_minus_pix2pix_psnr_db']:+.2f} dB ({_holds(claim['lora_reaches_pix2pix'])})",
-        f"claim: K-means beats random at N={p['select_n']} (mean over {p['seeds']} seeds and 3 concepts, equal "
-        f"steps): {claim['kmeans_minus_random_psnr_db']:+.2f} dB "
-        f"({verdict_select})",
+        f"claim: K-means beats random at N={p['select_n']} (mean over {p['seeds']} seeds on "
+        f"{', '.join(sel_concepts)}, equal steps): {claim['kmeans_minus_random_psnr_db']:+.2f} dB "
+        f"(K-means {sel['kmeans']['psnr']:.2f} ± {sel['kmeans']['psnr_std']:.2f}, random "
+        f"{sel['random']['psnr']:.2f} ± {sel['random']['psnr_std']:.2f} over seeds; {verdict_select})",
         f"ONNX Runtime at {PROFILE_SIZE}x{PROFILE_SIZE}: E2GAN ngf {p['ngf']} {costs['e2gan']['latency_ms']:.1f} ms "
         f"({costs['e2gan']['macs'] / 1e9:.2f} G MACs), pix2pix ngf {p['ngf']} {costs['pix2pix']['latency_ms']:.1f} ms "
         f"({costs['pix2pix']['macs'] / 1e9:.2f} G), E2GAN at the paper's width 64 "

@@ -155,3 +155,118 @@ def test_config_options_are_typed_and_validated():
         MobileResnetGenerator(channels="16_16")
     with pytest.raises(ConfigError, match="unknown architecture"):
         edgegan.build("resnet_9000")
+
+
+# ---------------------------------------------------------------- input paths (issue 13, point 2)
+
+INPUT_PATH_ARCHS = {
+    "resnet_generator": {"ngf": 8, "n_blocks": 2},
+    "mobile_resnet_generator": {"channels": "8_8_8_4_4_4_8_8", "n_blocks": 3},
+}
+
+
+@pytest.mark.parametrize("arch", sorted(INPUT_PATH_ARCHS))
+@pytest.mark.parametrize("skip", [False, True])
+def test_residual_generator_starts_as_identity_and_clamps_only_in_eval(arch, skip):
+    g = edgegan.build(arch, **INPUT_PATH_ARCHS[arch], residual=True, input_skip=skip)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.equal(g.train()(x), x) and torch.equal(g.eval()(x), x)  # zero head: output = input
+    assert not any(isinstance(m, torch.nn.Tanh) for m in g.modules())
+    conv = g.head[-1]
+    with torch.no_grad():
+        conv.bias.fill_(0.5)  # push every pixel up by 0.5
+    y = g.train()(x)
+    assert y.max() > 1.0  # training: unclamped ...
+    y.sum().backward()
+    assert torch.equal(conv.bias.grad, torch.full_like(conv.bias, 32 * 32 * 2))  # ... so every pixel has a gradient
+    out = g.eval()(x)
+    assert out.max() <= 1.0 and torch.allclose(out, (x + 0.5).clamp(-1, 1))  # evaluation and export: clamped
+    y, feats = g(x, return_features=True)
+    assert torch.equal(y, out) and list(feats) == list(g.feature_names)
+
+
+@pytest.mark.parametrize("arch", sorted(INPUT_PATH_ARCHS))
+def test_input_paths_keep_parameter_names(arch):
+    names = set(edgegan.build(arch, **INPUT_PATH_ARCHS[arch]).state_dict())
+    for options in ({"residual": True}, {"input_skip": True}, {"residual": True, "input_skip": True}):
+        assert set(edgegan.build(arch, **INPUT_PATH_ARCHS[arch], **options).state_dict()) == names
+
+
+def test_input_skip_lets_the_global_colour_through():
+    """The papers' layout normalises right after the stem: its output barely depends on a global gain and
+    offset of the input (issue 13). With the input skip the head sees the stem's un-normalised output."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    shifted = 0.5 * x + torch.tensor([0.3, -0.2, 0.1]).view(1, 3, 1, 1)
+    plain = ResnetGenerator(ngf=8, n_blocks=2).eval()
+    assert (plain(x) - plain(shifted)).abs().max() < 1e-3
+    skip = ResnetGenerator(ngf=8, n_blocks=2, input_skip=True).eval()
+    skip.load_state_dict(plain.state_dict())  # the same weights, one more path
+    assert (skip(x) - skip(shifted)).abs().max() > 1e-2
+
+
+def test_input_path_options_are_checked_and_old_configs_load(tmp_path):
+    with pytest.raises(ConfigError, match="input_nc == output_nc"):
+        ResnetGenerator(input_nc=1, output_nc=3, residual=True)
+    with pytest.raises(ConfigError, match="input_nc == output_nc"):
+        MobileResnetGenerator(input_nc=1, output_nc=3, ngf=8, residual=True)
+    with pytest.raises(ConfigError, match="c0 == c7"):
+        MobileResnetGenerator(channels="8_8_8_4_4_4_8_16", input_skip=True)
+    assert ResnetGenerator(input_nc=1, output_nc=3, ngf=4, n_blocks=1)(torch.zeros(1, 1, 8, 8)).shape[1] == 3
+    # A model folder saved before the options existed loads with the papers' layout.
+    for arch, options in INPUT_PATH_ARCHS.items():
+        folder = edgegan.build(arch, **options).save(tmp_path / arch)
+        meta = json.loads((folder / "config.json").read_text())
+        for key in ("residual", "input_skip"):
+            del meta["config"][key]
+        (folder / "config.json").write_text(json.dumps(meta))
+        loaded = edgegan.load(folder)
+        assert loaded.config.residual is False and loaded.config.input_skip is False
+
+
+# ---------------------------------------------------------------- initialisation (issue 13, point 6)
+
+
+def test_init_gan_weights_is_the_references_normal_init():
+    from edgegan.nn.layers import init_gan_weights
+
+    torch.manual_seed(0)
+    g = init_gan_weights(UnetGenerator(ngf=32, num_downs=5))  # convs, transposed convs, BatchNorm
+    convs = [m for m in g.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
+    weights = torch.cat([m.weight.flatten() for m in convs])
+    assert abs(float(weights.mean())) < 1e-3 and float(weights.std()) == pytest.approx(0.02, rel=0.02)
+    assert all(m.bias is None or not m.bias.any() for m in convs)
+    bn = [m for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    bn_w = torch.cat([m.weight for m in bn])
+    assert float(bn_w.mean()) == pytest.approx(1.0, abs=0.01) and float(bn_w.std()) == pytest.approx(0.02, rel=0.1)
+    assert not torch.cat([m.bias for m in bn]).any()
+    # A residual generator's zero head survives, so it still starts as the identity.
+    r = init_gan_weights(ResnetGenerator(ngf=8, n_blocks=2, residual=True, input_skip=True))
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    assert float(r.stem[1].weight.std()) == pytest.approx(0.02, rel=0.1) and torch.equal(r(x), x)
+
+
+# ---------------------------------------------------------------- PatchGAN size (issue 13, point 5)
+
+
+@pytest.mark.parametrize("n_layers", [1, 2, 3, 4])
+def test_patch_receptive_field_matches_the_network(n_layers):
+    from edgegan.models.discriminators import patch_receptive_field
+
+    d = PatchDiscriminator(n_layers=n_layers, ndf=4, norm="none")  # instance norm would see the whole image
+    x = torch.randn(1, 3, 200, 200, requires_grad=True)
+    y = d(x)
+    y[0, 0, y.shape[-2] // 2, y.shape[-1] // 2].backward()
+    seen = x.grad.abs().sum((0, 1)) > 0
+    rows, cols = seen.any(1).nonzero(), seen.any(0).nonzero()
+    side = patch_receptive_field(n_layers)
+    assert int(rows.max() - rows.min() + 1) == int(cols.max() - cols.min() + 1) == side
+    assert side == {1: 16, 2: 34, 3: 70, 4: 142}[n_layers]
+
+
+def test_patch_layers_for_crop_keeps_the_reference_at_128_px_and_up():
+    from edgegan.models.discriminators import patch_layers_for
+
+    assert [patch_layers_for(c) for c in (16, 32, 48, 60, 64, 96, 127, 128, 256, 512)] == [1, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    with pytest.raises(ConfigError, match="crop_size"):
+        patch_layers_for(0)

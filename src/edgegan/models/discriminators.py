@@ -1,4 +1,10 @@
-"""PatchGAN discriminators: the 70×70 N-layer PatchGAN and its multi-scale stack."""
+"""PatchGAN discriminators: the 70×70 N-layer PatchGAN and its multi-scale stack.
+
+Each output of an ``n_layers`` PatchGAN judges one square patch of the input, 16, 34, 70, 142... px a side for
+``n_layers`` 1, 2, 3, 4 (:func:`patch_receptive_field`). The reference's 70×70 patch is meant for 256 px images;
+on a 64 px crop it covers the whole image and gives no local texture signal, so :func:`patch_layers_for` sizes
+the patch to the crop.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +33,41 @@ class PatchDiscriminatorConfig(ModelConfig):
             raise ConfigError(f"n_layers must be >= 1, got {self.n_layers}")
         if min(self.input_nc, self.ndf) < 1:
             raise ConfigError("channel counts must be positive")
+
+
+def patch_receptive_field(n_layers: int) -> int:
+    """Side in pixels of the input patch one output of an ``n_layers`` PatchGAN sees (70 for 3 layers).
+
+    The layers are 4×4 convs: stride 2 for the first conv and the first ``n_layers - 1`` inner ones, stride 1
+    for the last inner conv and the output conv. Walking back from one output pixel, each conv widens the
+    field to ``(field - 1) * stride + 4``.
+    """
+    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
+        raise ConfigError(f"n_layers must be a positive int, got {n_layers!r}")
+    strides = [2] + [2] * (n_layers - 1) + [1, 1]
+    field = 1
+    for stride in reversed(strides):
+        field = (field - 1) * stride + 4
+    return field
+
+
+PATCH_FRACTION = 0.55
+"""Largest patch side, as a share of the crop, :func:`patch_layers_for` allows: about half the crop, which keeps
+the reference's 70×70 patch (3 layers) at 128 px crops and larger."""
+
+
+def patch_layers_for(crop_size: int, max_layers: int = 3) -> int:
+    """PatchGAN depth for ``crop_size`` px training crops: the deepest ``n_layers`` up to ``max_layers`` (the
+    reference's 3) whose patch is at most :data:`PATCH_FRACTION` of the crop, and at least 1.
+
+    3 layers (70×70) at 128 px and up, 2 (34×34) at 64 px, 1 (16×16) at 32 px.
+    """
+    if isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size < 1:
+        raise ConfigError(f"crop_size must be a positive int, got {crop_size!r}")
+    n = 1
+    while n < max_layers and patch_receptive_field(n + 1) <= PATCH_FRACTION * crop_size:
+        n += 1
+    return n
 
 
 def _patch_layers(c: PatchDiscriminatorConfig) -> list[nn.Sequential]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from edgegan.errors import ConfigError
-from edgegan.models._features import StemTrunkHead
+from edgegan.models.resnet import InputPaths, output_head
 from edgegan.nn import MobileResnetBlock, NormKind, PaddingKind, conv_bias, norm_layer, pad_and_conv_padding
 from edgegan.registry import EdgeModel, ModelConfig, register
 
@@ -15,7 +15,9 @@ from edgegan.registry import EdgeModel, ModelConfig, register
 @dataclass
 class MobileResnetGeneratorConfig(ModelConfig):
     """``channels`` = c0..c7: stem c0; downs to c1·2 and c2·4 (trunk); block hidden widths c3·4
-    (blocks 1-3), c4·4 (4-6), c5·4 (7-9); ups to c6·2 and c7. Unset, all eight equal ``ngf``."""
+    (blocks 1-3), c4·4 (4-6), c5·4 (7-9); ups to c6·2 and c7. Unset, all eight equal ``ngf``.
+    ``residual`` and ``input_skip`` as in the ResNet generator (see :mod:`edgegan.models.resnet`); the input
+    skip adds the stem's c0 channels to the last up-sampling layer's c7, so it needs c0 == c7."""
 
     input_nc: int = 3
     output_nc: int = 3
@@ -25,6 +27,8 @@ class MobileResnetGeneratorConfig(ModelConfig):
     norm: NormKind = "instance"
     dropout: float = 0.0
     padding_type: PaddingKind = "reflect"
+    residual: bool = False
+    input_skip: bool = False
 
     def __post_init__(self) -> None:
         if self.channels is None:
@@ -38,6 +42,10 @@ class MobileResnetGeneratorConfig(ModelConfig):
             raise ConfigError(f"n_blocks must be >= 0, got {self.n_blocks}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.residual and self.input_nc != self.output_nc:
+            raise ConfigError("residual=true needs input_nc == output_nc")
+        if self.input_skip and self.channels[0] != self.channels[7]:
+            raise ConfigError(f"input_skip=true needs channels c0 == c7, got {self.channels[0]} and {self.channels[7]}")
 
     @property
     def channels_str(self) -> str:
@@ -45,7 +53,7 @@ class MobileResnetGeneratorConfig(ModelConfig):
 
 
 @register("mobile_resnet_generator")
-class MobileResnetGenerator(StemTrunkHead, EdgeModel):
+class MobileResnetGenerator(InputPaths, EdgeModel):
     """Same stem, down- and up-sampling as the ResNet generator; separable-conv residual blocks."""
 
     config_cls = MobileResnetGeneratorConfig
@@ -88,5 +96,4 @@ class MobileResnetGenerator(StemTrunkHead, EdgeModel):
             )
             for i in range(2)
         )
-        pads, p = pad_and_conv_padding(c.padding_type, 3)
-        self.head = nn.Sequential(*pads, nn.Conv2d(ch[7], c.output_nc, 7, padding=p), nn.Tanh())
+        self.head = output_head(ch[7], c.output_nc, c.padding_type, c.residual)

@@ -1,15 +1,82 @@
-"""The pix2pix / CycleGAN ResNet generator (the GAN Compression teacher)."""
+"""The pix2pix / CycleGAN ResNet generator (the GAN Compression teacher).
+
+Two options let the input's absolute colour through (issue 13, point 2); both are off by default, which is the
+papers' layout. The papers' generator normalises right after the stem and nothing carries the input past that
+norm, so with instance norm its output hardly depends on the input's overall brightness or per-channel colour.
+
+* ``residual``: the output is ``input + head(h)``; the head's last conv starts at zero, so the model starts as
+  the identity, and there is no tanh (:func:`add_input`). The input's colour reaches the output unchanged, but
+  the correction the network adds still cannot depend on it.
+* ``input_skip``: the stem conv's output *before* its norm (through a ReLU) is added to the last up-sampling
+  layer's output, so the head sees the input's absolute colour. No new weights.
+
+Measured on a fixed per-pixel colour grade at 32 px (``tests/test_learning_teacher.py``: pix2pix, ngf 8,
+2 blocks, instance norm, 128 steps; doing nothing scores 20.64 dB): papers' layout 16.31 dB; ``residual`` alone
+23.65 dB (an earlier run, ngf 16 on a similar grade: 23.8 dB after 240 steps, 24.2 dB after 600: it plateaus);
+``input_skip`` alone 28.78 dB; both 35.12 dB. BatchNorm instead of instance norm: 22.00 dB, with ``residual``
+26.56 dB. Use both options for tasks that change global colour.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from edgegan.errors import ConfigError
-from edgegan.models._features import StemTrunkHead
+from edgegan.models._features import FeatureRecorder, StemTrunkHead
 from edgegan.nn import NormKind, PaddingKind, ResnetBlock, conv_bias, norm_layer, pad_and_conv_padding
+from edgegan.nn.layers import zero_init
 from edgegan.registry import EdgeModel, ModelConfig, register
+
+
+def output_head(channels: int, output_nc: int, padding_type: PaddingKind, residual: bool) -> nn.Sequential:
+    """The 7×7 output conv: followed by tanh (the papers), or zero-initialised with no tanh for a residual
+    generator (see :func:`add_input`). The conv is at the same index either way, so weights keep their names."""
+    pads, p = pad_and_conv_padding(padding_type, 3)
+    conv = nn.Conv2d(channels, output_nc, 7, padding=p)
+    if residual:
+        return nn.Sequential(*pads, zero_init(conv))  # starts as the identity map: output = input
+    return nn.Sequential(*pads, conv, nn.Tanh())
+
+
+def add_input(x: torch.Tensor, correction: torch.Tensor, training: bool) -> torch.Tensor:
+    """``x + correction``. Training sees it unclamped (a clamp would stop the gradient of every pixel it
+    touches); evaluation, and so ONNX export, clamps it to the image range [-1, 1]."""
+    out = x + correction
+    return out if training else out.clamp(-1.0, 1.0)
+
+
+class InputPaths(StemTrunkHead):
+    """``StemTrunkHead``'s forward pass plus the config's ``input_skip`` and ``residual`` (see the module docs).
+
+    The stem is ``[pad,] conv, norm, ReLU``; the input skip takes the conv's output before the norm.
+    """
+
+    config: ModelConfig
+    training: bool
+    stem: nn.Sequential
+
+    def forward(
+        self, x: torch.Tensor, return_features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        skip, residual = getattr(self.config, "input_skip", False), getattr(self.config, "residual", False)
+        rec = FeatureRecorder(return_features)
+        raw = self.stem[:-2](x)  # pad and conv: the input's colour, not yet normalised away
+        h = rec("stem", self.stem[-2:](raw))
+        for i, layer in enumerate(self.down):
+            h = rec(f"down{i + 1}", layer(h))
+        for i, block in enumerate(self.blocks):
+            h = rec(f"block{i + 1}", block(h))
+        for i, layer in enumerate(self.up):
+            h = rec(f"up{i + 1}", layer(h))
+        if skip:
+            h = h + torch.relu(raw)
+        out = self.head(h)
+        if residual:
+            out = add_input(x, out, self.training)
+        return (out, rec.features) if return_features else out
 
 
 @dataclass
@@ -21,6 +88,8 @@ class ResnetGeneratorConfig(ModelConfig):
     norm: NormKind = "instance"
     dropout: float = 0.0
     padding_type: PaddingKind = "reflect"
+    residual: bool = False  # output = input + head(h), head zero-initialised, no tanh (see the module docs)
+    input_skip: bool = False  # the stem conv's un-normalised output is added before the head (module docs)
 
     def __post_init__(self) -> None:
         for name in ("input_nc", "output_nc", "ngf"):
@@ -30,11 +99,15 @@ class ResnetGeneratorConfig(ModelConfig):
             raise ConfigError(f"n_blocks must be >= 0, got {self.n_blocks}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.residual and self.input_nc != self.output_nc:
+            raise ConfigError("residual=true needs input_nc == output_nc")
 
 
 @register("resnet_generator")
-class ResnetGenerator(StemTrunkHead, EdgeModel):
-    """7×7 stem, two stride-2 downs, ``n_blocks`` residual blocks, two transposed-conv ups, 7×7 head, tanh.
+class ResnetGenerator(InputPaths, EdgeModel):
+    """7×7 stem, two stride-2 downs, ``n_blocks`` residual blocks, two transposed-conv ups, 7×7 head, tanh
+    (with ``residual``: the input plus the head's output; with ``input_skip``: the stem's un-normalised output
+    added before the head).
 
     Input height and width should be multiples of 4 for the output to match the input size.
     """
@@ -70,5 +143,4 @@ class ResnetGenerator(StemTrunkHead, EdgeModel):
                     nn.ReLU(True),
                 )
             )
-        pads, p = pad_and_conv_padding(c.padding_type, 3)
-        self.head = nn.Sequential(*pads, nn.Conv2d(c.ngf, c.output_nc, 7, padding=p), nn.Tanh())
+        self.head = output_head(c.ngf, c.output_nc, c.padding_type, c.residual)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 from torch import nn
@@ -127,3 +127,41 @@ class MobileResnetBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv_block(x)
+
+
+ZERO_INIT = "edgegan_zero_init"
+"""Attribute a layer carries (set to True) when it is deliberately initialised to zero, such as the last
+conv of a residual head that makes a generator start as the identity; :func:`init_gan_weights` leaves it."""
+
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+@torch.no_grad()
+def init_gan_weights(module: ModuleT, gain: float = 0.02) -> ModuleT:
+    """pix2pix / CycleGAN / GAN Compression initialisation (their ``init_weights(net, "normal", 0.02)``):
+    conv, transposed-conv and linear weights ~ N(0, gain), biases 0; BatchNorm weights ~ N(1, gain), biases 0.
+
+    Layers marked with :data:`ZERO_INIT` keep their zero initialisation. Draws from torch's global RNG.
+    Returns ``module``.
+    """
+    for m in module.modules():
+        if getattr(m, ZERO_INIT, False):
+            continue
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+            nn.init.normal_(m.weight, 0.0, gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
+            nn.init.normal_(m.weight, 1.0, gain)
+            nn.init.zeros_(m.bias)
+    return module
+
+
+def zero_init(layer: ModuleT) -> ModuleT:
+    """Zero ``layer``'s weight and bias and mark it (:data:`ZERO_INIT`) so :func:`init_gan_weights` keeps it."""
+    with torch.no_grad():
+        for p in layer.parameters(recurse=False):
+            p.zero_()
+    setattr(layer, ZERO_INIT, True)
+    return layer

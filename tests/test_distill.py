@@ -1,6 +1,8 @@
 """GAN Compression distillation: mapper, loss, the recipe (paired, pseudo-pairs, supernet), resume, errors."""
 
+import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,14 +13,17 @@ import edgegan
 from edgegan.compress.distill import (
     DistillConfig,
     DistillMapper,
+    Scorer,
     distill,
     distill_from_folders,
     distill_layers,
     distillation_loss,
     feature_channels,
+    inherit_from_teacher,
     make_targets,
 )
 from edgegan.compress.distill_cli import app
+from edgegan.compress.supernet_train import SupernetConfig
 from edgegan.data import PairedDataset, save_image
 from edgegan.errors import CheckpointError, ConfigError
 from edgegan.models import MobileResnetGenerator, MobileResnetSupernet, PatchDiscriminator, ResnetGenerator
@@ -139,16 +144,21 @@ def test_paired_distillation_writes_loadable_students(tmp_path, folders, teacher
     )
     assert summary["epochs"] == 2 and len(summary["history"]) == 2
     assert seen[-1] == (2, 5, 5)  # 5 training pairs, 1 held out
-    assert summary["selection"] == "val_psnr" and summary["best_epoch"] in (1, 2)
+    # By default the student handed on is the last epoch's, as the reference hands on latest_net_G.pth.
+    assert summary["select_by"] == "last" and summary["selection"] is None and summary["best_epoch"] == 2
+    assert summary["selected_metrics"] == summary["history"][-1]
+    assert _same_weights(edgegan.load(summary["best_student"]), edgegan.load(summary["last_student"]))
     for key in ("best_student", "last_student"):
         model = edgegan.load(summary[key])
         assert type(model) is MobileResnetGenerator
         assert model.config.channels == TINY and model.config.n_blocks == 3
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+    assert isinstance(edgegan.load(summary["last_discriminator"]), PatchDiscriminator)  # the next stage's critic
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
+    keys = ("g_gan", "recon", "distill", "d", "val_psnr", "val_psnr_teacher", "teacher_val_psnr", "lr")
     for r in rows:
-        for key in ("g_gan", "recon", "distill", "d", "val_psnr", "val_psnr_teacher", "teacher_val_psnr", "lr"):
+        for key in (*keys, "val_ssim", "val_ssim_teacher", "teacher_val_ssim"):
             assert isinstance(r[key], float), key
     assert rows[1]["lr"] < rows[0]["lr"]  # the decay epoch
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["best_epoch"] == summary["best_epoch"]
@@ -165,12 +175,15 @@ def test_unpaired_uses_teacher_outputs_as_targets(tmp_path, folders, teacher_dir
     assert torch.equal(make_targets(batch, t_out, paired=True), batch["B"])
     assert torch.equal(make_targets({"A": batch["A"]}, t_out, paired=False), t_out)  # no B needed
 
-    summary = distill_from_folders(teacher_dir, folders[0], None, tmp_path / "run", _cfg(paired=False))
-    assert summary["selection"] == "val_psnr_teacher"
+    cfg = _cfg(paired=False, select_by="ssim")
+    summary = distill_from_folders(teacher_dir, folders[0], None, tmp_path / "run", cfg)
+    assert summary["selection"] == "val_ssim_teacher"
     for row in summary["history"]:
         # The target of every pseudo-pair is the teacher's output.
         assert row["val_psnr"] == pytest.approx(row["val_psnr_teacher"])
+        assert row["val_ssim"] == pytest.approx(row["val_ssim_teacher"])
         assert row["teacher_val_psnr"] == 100.0  # teacher vs itself: identical, capped
+        assert row["teacher_val_ssim"] == pytest.approx(1.0)
     assert type(edgegan.load(summary["best_student"])) is MobileResnetGenerator
 
 
@@ -178,8 +191,9 @@ class Crash(Exception):
     pass
 
 
-def test_resume_matches_uninterrupted_run(tmp_path, folders, teacher_dir):
-    cfg = _cfg()
+@pytest.mark.parametrize("select_by", ["last", "ssim"])
+def test_resume_matches_uninterrupted_run(tmp_path, folders, teacher_dir, select_by):
+    cfg = _cfg(select_by=select_by)
     full = distill_from_folders(teacher_dir, *folders, tmp_path / "full", cfg)
 
     def crash(epoch, done, total):
@@ -198,6 +212,104 @@ def test_resume_matches_uninterrupted_run(tmp_path, folders, teacher_dir):
     # Resuming a finished run trains nothing more.
     again = distill_from_folders(teacher_dir, *folders, tmp_path / "cut", cfg, resume=True)
     assert again["resumed_from"] == 2 and len(again["history"]) == 2
+
+
+def test_select_by_keeps_the_best_epoch_by_its_metric(tmp_path, folders, teacher_dir):
+    """select_by ssim hands on the epoch with the highest validation SSIM; psnr likewise; last the last one."""
+    for select_by, key in (("ssim", "val_ssim"), ("psnr", "val_psnr")):
+        cfg = _cfg(epochs=2, decay_epochs=1, select_by=select_by, lr=2e-3)
+        summary = distill_from_folders(teacher_dir, *folders, tmp_path / select_by, cfg)
+        scores = [row[key] for row in summary["history"]]
+        assert summary["selection"] == key and summary["best_score"] == max(scores)
+        assert summary["best_epoch"] == 1 + scores.index(max(scores))
+        assert summary["selected_metrics"]["epoch"] == summary["best_epoch"]
+
+
+def test_default_weights_follow_table_5():
+    # GAN Compression's Table 5 (edges→shoes, cityscapes) and the reference's defaults; the later stages inherit.
+    for cfg in (DistillConfig(), SupernetConfig()):
+        assert (cfg.lambda_recon, cfg.lambda_distill, cfg.select_by) == (100.0, 1.0, "last")
+
+
+def test_default_student_starts_from_the_teachers_leading_channels(tmp_path, folders):
+    teacher = _teacher()
+    data = PairedDataset.from_folders(*folders, load_size=32, crop_size=32)
+    summary = distill(teacher, data, tmp_path / "run", _cfg(epochs=1, decay_epochs=0, lr=1e-12))
+    parts = ["stem", "down.0", "down.1", "up.0", "up.1", "head"]  # a ResNet teacher's blocks do not fit
+    assert summary["student_init"] == {"from": "teacher", "parts": parts}
+    random = distill(teacher, data, tmp_path / "random", _cfg(epochs=1, decay_epochs=0, student_init="random"))
+    assert random["student_init"] == {"from": "random"}
+    # With a learning rate of 1e-12 the student is still its starting point: leading slices of the teacher's.
+    student = edgegan.load(summary["last_student"]).state_dict()
+    t_state = teacher.state_dict()
+    for name in ("stem.1.weight", "down.0.0.weight", "up.1.0.weight", "head.1.weight"):
+        got = student[name]
+        assert torch.allclose(got, t_state[name][tuple(slice(0, n) for n in got.shape)], atol=1e-6), name
+
+
+def test_inherit_from_teacher_takes_every_part_that_fits():
+    mobile_teacher = MobileResnetGenerator(channels=(8,) * 8, n_blocks=3)
+    student = MobileResnetGenerator(channels=TINY, n_blocks=3)
+    parts = inherit_from_teacher(student, mobile_teacher)
+    assert parts == ["stem", "down.0", "down.1", "blocks.0", "blocks.1", "blocks.2", "up.0", "up.1", "head"]
+    w = mobile_teacher.state_dict()["blocks.1.conv_block.1.pointwise.weight"]
+    assert torch.equal(student.state_dict()["blocks.1.conv_block.1.pointwise.weight"], w[:16, :16])
+    wider = MobileResnetGenerator(channels=(16,) * 8, n_blocks=3)
+    assert inherit_from_teacher(wider, mobile_teacher) == []  # a wider student is no slice of the teacher
+    if "residual" in {f.name for f in dataclasses.fields(MobileResnetGenerator.config_cls)}:
+        residual = MobileResnetGenerator(channels=TINY, n_blocks=3, residual=True)
+        assert "head" not in inherit_from_teacher(residual, mobile_teacher)  # tanh head vs added correction
+
+
+def test_select_by_metrics_need_their_weights(monkeypatch):
+    import edgegan.compress.distill as distill_mod
+
+    monkeypatch.setattr(distill_mod, "available", lambda name, path=None: (None, f"{name}.pth not found"))
+    for metric, weights in (("lpips", "alexnet"), ("fid", "inception-fid"), ("kid", "inception-fid")):
+        with pytest.raises(ConfigError, match=f"select_by {metric} needs the {weights} weights") as err:
+            _cfg(select_by=metric)
+        assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="select_by must be one of last, ssim, psnr, lpips, fid, kid"):
+        _cfg(select_by="best")
+    with pytest.raises(ConfigError, match="student_init"):
+        _cfg(student_init="copy")
+
+
+def test_lpips_selection_with_stand_in_weights(tmp_path, folders, teacher_dir, monkeypatch):
+    """The LPIPS path end to end, with a randomly initialised LPIPS network standing in for the weights."""
+    import edgegan.compress.distill as distill_mod
+    import edgegan.metrics.lpips as lpips_mod
+
+    monkeypatch.setattr(distill_mod, "available", lambda name, path=None: (tmp_path / name, None))
+    monkeypatch.setattr(lpips_mod, "load_lpips", lambda device="cpu", **kw: lpips_mod.LPIPS().eval())
+    summary = distill_from_folders(teacher_dir, *folders, tmp_path / "run", _cfg(select_by="lpips"))
+    scores = [row["val_lpips"] for row in summary["history"]]
+    assert summary["selection"] == "val_lpips" and all(isinstance(v, float) for v in scores)
+    assert summary["best_epoch"] == 1 + scores.index(min(scores))  # lower is better
+
+
+class _TinyFeatures(torch.nn.Module):
+    """Stands in for the FID Inception network: 48 pooled colour features (the real one takes a minute on CPU)."""
+
+    def forward(self, x):
+        return F.adaptive_avg_pool2d(x, 4).flatten(1)
+
+
+def test_scorer_fid_and_kid_with_stand_in_weights(monkeypatch):
+    import edgegan.compress.distill as distill_mod
+    import edgegan.metrics.inception as inception_mod
+
+    monkeypatch.setattr(distill_mod, "available", lambda name, path=None: (Path(name), None))
+    monkeypatch.setattr(inception_mod, "load_fid_inception", lambda path=None, device="cpu": _TinyFeatures())
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.rand(4, 3, 32, 32, generator=gen) * 2 - 1, torch.rand(4, 3, 32, 32, generator=gen) - 1
+    for metric in ("fid", "kid"):
+        scorer = Scorer(metric)
+        same, other = scorer(a, a), scorer(b, a)
+        assert same["psnr"] == 100.0 and same["ssim"] == pytest.approx(1.0)
+        assert same[metric] < other[metric], metric  # b is darker than a: further from it
+        with pytest.raises(ConfigError, match="at least 2"):
+            scorer(a[:1], a[:1])
 
 
 # ------------------------------------------------------------------------------ bad inputs
@@ -238,7 +350,7 @@ def test_cli_distills_and_reports_errors(tmp_path, folders, teacher_dir):
     args += ["--load-size", "32", "--crop-size", "32", "--ndf", "8"]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
-    assert "best student" in result.output
+    assert "student handed on (epoch 1, select by last)" in result.output
     assert type(edgegan.load(tmp_path / "run" / "best_student")) is MobileResnetGenerator
 
     bad = runner.invoke(app, [*args, "--out", str(tmp_path / "bad"), "--channels", "4_4"])

@@ -1,6 +1,7 @@
 """GAN Compression pipeline: all stages on tiny data, markers, resume after --until, auto budget, CLI."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -70,12 +71,37 @@ def test_tiny_runs_all_stages(full_run):
     )
     assert summary["compression"]["macs_gc"] >= 10
     assert set(summary["stages"]) == set(STAGES[:-1])
-    assert summary["val_psnr"]["student"] is not None
-    # Distillation starts from the teacher's discriminator, as in GAN Compression.
-    assert (tmp / "run" / "teacher" / "best_discriminator" / "model.safetensors").is_file()
-    for stage in ("supernet", "finetune"):
-        cfg_text = (tmp / "run" / stage / "config.yaml").read_text()
-        assert "from_teacher: true" in cfg_text, stage
+    assert summary["val_psnr"]["student"] is not None and summary["val_ssim"]["student"] is not None
+    assert result["stages"]["search"]["metric"] == "ssim"  # candidates ranked by SSIM; PSNR kept beside it
+    assert set(result["stages"]["search"]["best_metrics"]) == {"psnr", "ssim"}
+    # Each stage starts from what the one before it ended on: the last epoch's generator and discriminator.
+    run = tmp / "run"
+    lineage = summary["lineage"]
+    assert lineage["distill"]["teacher"] == str(run / "teacher" / "last_generator")
+    assert lineage["distill"]["discriminator"] == str(run / "teacher" / "last_discriminator")
+    assert lineage["distill"]["student"].startswith("teacher's leading channels (stem, down.0")
+    assert lineage["supernet"]["supernet"] == str(run / "distill" / "best_student")
+    assert lineage["supernet"]["discriminator"] == str(run / "distill" / "last_discriminator")
+    assert lineage["search"]["supernet"] == str(run / "supernet" / "supernet")
+    assert lineage["finetune"]["student"] == str(run / "search" / "student")
+    assert lineage["finetune"]["discriminator"] == str(run / "supernet" / "last_discriminator")
+    assert lineage["export"]["student"] == str(run / "finetune" / "best_student")
+    for stage in ("distill", "supernet", "finetune"):
+        assert result["stages"][stage]["select_by"] == "last"
+        assert "inherited: true" in (run / stage / "config.yaml").read_text(), stage
+    # The distilled student is the supernet's full width, so the supernet started as exactly that student.
+    student = edgegan.load(run / "distill" / "best_student")
+    assert student.config.channels == (8,) * 8
+
+
+def test_a_run_without_the_distill_stage_skips_it(full_run, tmp_path):
+    """A run folder whose supernet completed before the distill stage existed continues without it."""
+    tmp, result, _ = full_run
+    old = tmp_path / "run"
+    shutil.copytree(tmp / "run", old)
+    shutil.rmtree(old / "distill")
+    again = run_pipeline(tmp / "A", tmp / "B", old, "tiny")
+    assert again["ran"] == [] and again["skipped"] == list(STAGES)
 
 
 def test_auto_budget_is_a_tenth_of_the_teacher(full_run):
@@ -100,12 +126,12 @@ def test_rerun_skips_every_stage(full_run):
 def test_until_then_rerun_completes(folders, tmp_path):
     a, b = folders
     part = run_pipeline(a, b, tmp_path / "run", "tiny", until="supernet")
-    assert part["ran"] == ["teacher", "supernet"] and "summary" not in part
+    assert part["ran"] == ["teacher", "distill", "supernet"] and "summary" not in part
     assert stage_done(tmp_path / "run", "search") is None
     with pytest.raises(ConfigError, match="has not completed"):
         run_pipeline(a, b, tmp_path / "run", "tiny", only="export")
     rest = run_pipeline(a, b, tmp_path / "run", "tiny")
-    assert rest["skipped"] == ["teacher", "supernet"]
+    assert rest["skipped"] == ["teacher", "distill", "supernet"]
     assert rest["ran"] == ["search", "finetune", "export"]
     assert rest["summary"]["student"]["macs_gc"] <= rest["summary"]["budget_macs"]
 
@@ -118,6 +144,7 @@ def test_interrupted_stage_resumes(folders, tmp_path, full_run):
     run = tmp_path / "run"
     run_pipeline(a, b, run, "tiny", teacher_dir=teacher_dir, until="supernet")
     assert stage_done(run, "teacher")["external"] is True
+    assert stage_done(run, "distill")["init"]["discriminator"] == "fresh"  # an external teacher brings no critic
     (run / "supernet" / "stage.json").unlink()  # as if killed after its last epoch
     again = run_pipeline(a, b, run, "tiny", teacher_dir=teacher_dir, only="supernet")
     assert again["ran"] == ["supernet"]
@@ -152,6 +179,11 @@ def test_presets():
     assert gpu.teacher.crop_size == 256 and gpu.teacher.epochs + gpu.teacher.decay_epochs == 200
     half = scaled(cpu, 0.5)
     assert half.teacher.epochs == cpu.teacher.epochs // 2 and cpu.teacher.epochs == 20
+    assert half.distill.epochs == cpu.distill.epochs // 2 and cpu.distill.epochs == cpu.finetune.epochs
+    for cfg in (cpu, gpu, preset("tiny")):
+        assert cfg.search_metric == "ssim"
+        for stage in (cfg.distill, cfg.supernet, cfg.finetune):
+            assert (stage.lambda_recon, stage.lambda_distill, stage.select_by) == (100.0, 1.0, "last")
     assert preset("tiny").with_direction("BtoA").finetune.direction == "BtoA"
 
 
@@ -189,3 +221,5 @@ def test_cli_run(folders, tmp_path):
     assert "compression" in res.output and "teacher" in res.output
     bad = CliRunner().invoke(app, [*base, "--preset", "huge"])
     assert bad.exit_code != 0
+    bad_metric = CliRunner().invoke(app, [*base, "--search-metric", "mse"])
+    assert isinstance(bad_metric.exception, ConfigError) and "search_metric" in str(bad_metric.exception)

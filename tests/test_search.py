@@ -9,6 +9,7 @@ import edgegan
 from edgegan.compress.search import (
     SearchConfig,
     evaluate_config,
+    evaluate_metrics,
     finalize_student,
     parse_macs,
     search,
@@ -77,17 +78,22 @@ def test_subnet_macs_matches_profile_of_extracted_subnet(sup):
     assert subnet_macs(sup, sup.smallest_config(CHOICES), SIZE) < subnet_macs(sup, sup.largest_config(), SIZE)
 
 
-def test_evaluate_config_scores_psnr_and_restores_state(sup, val):
+def test_evaluate_config_scores_ssim_by_default_and_restores_state(sup, val):
     ch = (8, 6, 4, 8, 6, 4, 6, 8)
     sup.set_config(sup.largest_config())
     score = evaluate_config(sup, ch, val)
-    assert isinstance(score, float) and score > 0
+    both = evaluate_metrics(sup, ch, val)
+    assert isinstance(score, float) and -1 <= score <= 1 and score == both["ssim"]
+    assert evaluate_config(sup, ch, val, metric="psnr") == both["psnr"] > 0
     assert sup.active_config == sup.largest_config()
-    # Against a "teacher" that is the sub-network itself the score hits the cap.
+    # Against a "teacher" that is the sub-network itself: SSIM 1, PSNR at the cap.
     teacher = extract_subnet(sup, ch).eval()
-    assert evaluate_config(sup, ch, val, target="teacher", teacher=teacher) > 60
+    assert evaluate_config(sup, ch, val, target="teacher", teacher=teacher) == pytest.approx(1.0)
+    assert evaluate_config(sup, ch, val, target="teacher", teacher=teacher, metric="psnr") > 60
     with pytest.raises(ConfigError):
         evaluate_config(sup, ch, val, target="teacher")
+    with pytest.raises(ConfigError, match="metric must be one of ssim, psnr, lpips, fid, kid"):
+        evaluate_config(sup, ch, val, metric="last")
 
 
 @pytest.mark.parametrize("mode", ["evolution", "random"])
@@ -159,6 +165,33 @@ def test_evolution_improves_on_initial_population(sup, val, bounds):
     assert [c[0] for c in calls] == [1, 2, 3, 4] and calls[-1][2] == res.best_score
 
 
+def test_search_ranks_by_ssim_and_keeps_psnr_in_the_history(sup, val, bounds):
+    lo, hi = bounds
+    budget = lo + 0.7 * (hi - lo)
+    res = search(sup, val, _cfg(budget, generations=2))
+    for h in res.history:
+        assert h["score"] == h["ssim"] and isinstance(h["psnr"], float)
+        assert h["ssim"] == evaluate_metrics(sup, h["config"], val)["ssim"]
+    by_psnr = search(sup, val, _cfg(budget, generations=2, metric="psnr"))
+    assert all(h["score"] == h["psnr"] for h in by_psnr.history)
+    assert by_psnr.best_score == max(h["psnr"] for h in by_psnr.history)
+    with pytest.raises(ConfigError, match="metric"):
+        _cfg(budget, metric="mse")
+
+
+def test_lower_is_better_metrics_are_negated(sup, val, bounds, monkeypatch):
+    """LPIPS (a stand-in network here) ranks the lowest distance first; the score is its negative."""
+    import edgegan.compress.distill as distill_mod
+    import edgegan.metrics.lpips as lpips_mod
+
+    monkeypatch.setattr(distill_mod, "available", lambda name, path=None: (name, None))
+    monkeypatch.setattr(lpips_mod, "load_lpips", lambda device="cpu", **kw: lpips_mod.LPIPS().eval())
+    lo, hi = bounds
+    res = search(sup, val, _cfg(lo + 0.7 * (hi - lo), population=3, generations=1, metric="lpips"))
+    assert all(h["score"] == -h["lpips"] for h in res.history)
+    assert -res.best_score == min(h["lpips"] for h in res.history)
+
+
 def test_finalize_student(sup, val, tmp_path):
     ch = (6, 4, 8, 4, 6, 8, 6, 4)
     info = finalize_student(sup, ch, tmp_path / "final", size=SIZE)
@@ -187,10 +220,16 @@ def test_cli_search(tmp_path, sup, val, bounds):
     args += ["--size", str(SIZE), "--choices", "4,6,8", "--population", "4", "--generations", "2", "--parents", "2"]
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
+    assert "by ssim: SSIM" in result.output and "PSNR" in result.output
     report = json.loads((tmp_path / "out" / "search.json").read_text())
+    assert report["settings"]["metric"] == "ssim" and set(report["best_metrics"]) == {"psnr", "ssim"}
     assert report["best_macs"] <= parse_macs(budget)
     assert all(h["macs"] <= parse_macs(budget) for h in report["history"])
     assert type(edgegan.load(report["student"]["model_dir"])) is MobileResnetGenerator
     assert (tmp_path / "out" / "student.onnx").is_file()
     missing = CliRunner().invoke(app, [a for a in args if a not in ("--b", str(b_dir))] + ["--out", "x"])
     assert isinstance(missing.exception, ConfigError)
+    by_psnr = CliRunner().invoke(app, [*args, "--metric", "psnr", "--out", str(tmp_path / "psnr")])
+    assert by_psnr.exit_code == 0 and "by psnr" in by_psnr.output
+    bad = CliRunner().invoke(app, [*args, "--metric", "mse", "--out", str(tmp_path / "bad")])
+    assert isinstance(bad.exception, ConfigError)

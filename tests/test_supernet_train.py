@@ -10,10 +10,17 @@ from typer.testing import CliRunner
 import edgegan
 from edgegan.compress.supernet import extract_subnet
 from edgegan.compress.supernet_cli import app
-from edgegan.compress.supernet_train import SupernetConfig, parse_choices, train_supernet_from_folders
+from edgegan.compress.supernet_train import (
+    SupernetConfig,
+    build_supernet,
+    full_width_student,
+    init_supernet,
+    parse_choices,
+    train_supernet_from_folders,
+)
 from edgegan.data import save_image
 from edgegan.errors import ConfigError
-from edgegan.models import MobileResnetGenerator, MobileResnetSupernet, ResnetGenerator
+from edgegan.models import MobileResnetGenerator, MobileResnetSupernet, PatchDiscriminator, ResnetGenerator
 
 
 class Crash(Exception):
@@ -67,6 +74,11 @@ def test_trains_and_writes_a_loadable_supernet(tmp_path, folders, teacher_dir, s
     for row in summary["history"]:
         for key in ("g_gan", "recon", "distill", "d", "val_psnr_largest", "val_psnr_smallest"):
             assert isinstance(row[key], float)
+        assert 0 < row["val_ssim_largest"] <= 1 and 0 < row["val_ssim_smallest"] <= 1
+    # The last epoch's supernet is handed on (select_by "last"), with its discriminator for the fine-tune.
+    assert summary["select_by"] == "last" and summary["best_epoch"] == 2 and summary["init"] is None
+    assert summary["supernet"] == summary["last_supernet"] == str(tmp_path / "run" / "supernet")
+    assert isinstance(edgegan.load(summary["last_discriminator"]), PatchDiscriminator)
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["supernet"] == summary["supernet"]
@@ -87,8 +99,9 @@ def test_trains_and_writes_a_loadable_supernet(tmp_path, folders, teacher_dir, s
     assert summary["smallest_params"] < summary["largest_params"]
 
 
-def test_resume_matches_uninterrupted_run(tmp_path, folders, teacher_dir):
-    cfg = _cfg()
+@pytest.mark.parametrize("select_by", ["last", "ssim"])
+def test_resume_matches_uninterrupted_run(tmp_path, folders, teacher_dir, select_by):
+    cfg = _cfg(select_by=select_by)
     full = train_supernet_from_folders(teacher_dir, *folders, tmp_path / "full", cfg)
 
     def crash(epoch, done, total):
@@ -101,8 +114,46 @@ def test_resume_matches_uninterrupted_run(tmp_path, folders, teacher_dir):
     assert resumed["resumed_from"] == 1
     assert _same_weights(edgegan.load(full["supernet"]), edgegan.load(resumed["supernet"]))
     assert resumed["history"] == full["history"]
+    assert (resumed["best_epoch"], resumed["best_score"]) == (full["best_epoch"], full["best_score"])
     lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2]
+
+
+def test_supernet_starts_from_a_full_width_student(tmp_path, folders, teacher_dir):
+    """The paper's chain: the distilled student at the supernet's full width gives the supernet its weights."""
+    teacher = ResnetGenerator(ngf=8, n_blocks=3)
+    cfg = _cfg()
+    student = full_width_student(teacher, cfg)
+    assert type(student) is MobileResnetGenerator and student.config.channels == (8,) * 8
+    torch.nn.init.normal_(student.head[1].weight)  # a recognisable weight
+    supernet = build_supernet(teacher, cfg)
+    init_supernet(supernet, student)
+    largest = extract_subnet(supernet, supernet.largest_config())
+    assert _same_weights(largest, student)
+    small = extract_subnet(supernet, supernet.smallest_config([4, 8]))
+    assert torch.equal(small.state_dict()["head.1.weight"], student.state_dict()["head.1.weight"][:, :4])
+
+    student_dir = student.save(tmp_path / "student")
+    summary = train_supernet_from_folders(teacher_dir, *folders, tmp_path / "run", cfg, init_dir=student_dir)
+    assert summary["init"]["arch"] == "mobile_resnet_generator"
+    config_text = (tmp_path / "run" / "config.yaml").read_text()
+    assert "init:" in config_text and "mobile_resnet_generator" in config_text
+
+    with pytest.raises(ConfigError, match="norm"):
+        init_supernet(supernet, MobileResnetGenerator(channels=(8,) * 8, n_blocks=3, norm="batch"))
+    with pytest.raises(ConfigError, match="not a slice"):
+        init_supernet(supernet, MobileResnetGenerator(channels=(4,) * 8, n_blocks=3))
+    with pytest.raises(ConfigError, match="resnet_generator"):
+        train_supernet_from_folders(teacher_dir, *folders, tmp_path / "bad", cfg, init_dir=teacher_dir)
+
+
+def test_select_by_ssim_keeps_the_best_supernet(tmp_path, folders, teacher_dir):
+    summary = train_supernet_from_folders(teacher_dir, *folders, tmp_path / "run", _cfg(select_by="ssim"))
+    means = [(r["val_ssim_largest"] + r["val_ssim_smallest"]) / 2 for r in summary["history"]]
+    assert summary["best_score"] == pytest.approx(max(means))
+    assert summary["best_epoch"] == 1 + means.index(max(means))
+    assert summary["supernet"] == str(tmp_path / "run" / "best_supernet")
+    assert isinstance(edgegan.load(summary["supernet"]), MobileResnetSupernet)
 
 
 def test_bad_choices_raise_config_errors(tmp_path, folders, teacher_dir):
@@ -125,13 +176,16 @@ def test_cli_trains_and_reports_errors(tmp_path, folders, teacher_dir):
     a_dir, b_dir = folders
     common = ["supernet", "--teacher", str(teacher_dir), "--a", str(a_dir), "--ngf", "8", "--choices", "4,8"]
     sizes = ["--epochs", "1", "--decay-epochs", "0", "--load-size", "32", "--crop-size", "32", "--ndf", "8"]
+    student_dir = MobileResnetGenerator(channels=(8,) * 8, n_blocks=3).save(tmp_path / "student")
     ok = CliRunner().invoke(
         app,
-        [*common, "--b", str(b_dir), "--out", str(tmp_path / "cli"), "--no-sandwich", *sizes],
+        [*common, "--b", str(b_dir), "--out", str(tmp_path / "cli"), "--no-sandwich", *sizes]
+        + ["--init", str(student_dir), "--select-by", "ssim"],
         catch_exceptions=False,
     )
     assert ok.exit_code == 0, ok.output
-    assert isinstance(edgegan.load(tmp_path / "cli" / "supernet"), MobileResnetSupernet)
+    assert "started from mobile_resnet_generator" in ok.output and "select by ssim" in ok.output
+    assert isinstance(edgegan.load(tmp_path / "cli" / "best_supernet"), MobileResnetSupernet)
     unpaired = CliRunner().invoke(app, [*common, "--unpaired", "--out", str(tmp_path / "u"), *sizes])
     assert unpaired.exit_code == 0, unpaired.output
     bad = CliRunner().invoke(app, [*common[:-1], "4,16", "--b", str(b_dir), "--out", str(tmp_path / "bad"), *sizes])

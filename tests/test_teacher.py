@@ -81,22 +81,103 @@ def full_run(pairs, tmp_path_factory):
     return out, summary, seen
 
 
-def test_pix2pix_trains_logs_and_keeps_best_and_last(full_run):
+def same_weights(a, b):
+    sa, sb = edgegan.load(a).state_dict(), edgegan.load(b).state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_pix2pix_trains_logs_and_hands_on_the_last_generator(full_run):
     out, summary, seen = full_run
     assert seen == [(1, 3), (2, 3), (3, 3)]
     assert summary["epochs"] == 3 and summary["epochs_run"] == 3 and summary["resumed_from"] is None
     log = rows(out)
     assert [r["step"] for r in log] == [1, 2, 3]
-    for r in log:
+    for r in log:  # PSNR stays in the logs; it just never chooses by default
         assert {"loss_D", "loss_G", "loss_G_GAN", "loss_G_L1", "val_psnr", "val_ssim", "lr"} <= r.keys()
-    best = max(log, key=lambda r: r["val_psnr"])
-    assert summary["best_epoch"] == best["step"]
-    assert summary["best_metric"] == pytest.approx(best["val_psnr"])
+    # The default, as the reference: the last epoch's generator is the one handed on.
+    assert summary["select_by"] == "last" and summary["best_epoch"] == 3 and summary["best_metric"] is None
+    assert same_weights(out / "best_generator", out / "last_generator")
+    assert same_weights(out / "best_discriminator", out / "last_discriminator")
     for name in ("best_generator", "last_generator"):
         model = edgegan.load(out / name)
         assert isinstance(model, ResnetGenerator) and model.config.ngf == 4
         assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
     assert summary["best_generator"] == str(out / "best_generator")
+    assert summary["discriminator"] == {"n_layers": 1, "patch": 16, "auto": False}
+
+
+@pytest.mark.parametrize("metric", ["psnr", "ssim"])
+def test_pix2pix_select_by_a_metric_keeps_the_best_epoch(pairs, tmp_path, metric):
+    out = tmp_path / "run"
+    summary = train_pix2pix(*pairs, out, tiny_pix2pix(select_by=metric, epochs=3, decay_epochs=1, lr=2e-3))
+    log = rows(out)
+    best = max(log, key=lambda r: r[f"val_{metric}"])
+    assert summary["select_by"] == metric and summary["best_epoch"] == best["step"]
+    assert summary["best_metric"] == pytest.approx(best[f"val_{metric}"])
+    assert same_weights(out / "best_generator", out / "last_generator") == (best["step"] == 4)
+
+
+def test_pix2pix_lower_is_better_metrics_pick_the_lowest(pairs, tmp_path, monkeypatch):
+    """LPIPS/FID/KID need weights this machine may lack: a stand-in scorer checks the direction of the choice."""
+    lpips = iter([0.5, 0.2, 0.3])
+
+    class FakeScorer:
+        def __init__(self, metric, device="cpu"):
+            assert metric == "lpips"
+
+        def __call__(self, fakes, refs, *, extra=True):
+            return {"psnr": 20.0, "ssim": 0.5, **({"lpips": next(lpips)} if extra else {})}
+
+    monkeypatch.setattr(teacher, "check_metric", lambda name, option, allowed: name)
+    monkeypatch.setattr(teacher, "Scorer", FakeScorer)
+    summary = train_pix2pix(*pairs, tmp_path / "run", tiny_pix2pix(select_by="lpips"))
+    assert summary["best_epoch"] == 2 and summary["best_metric"] == 0.2
+    assert [r["val_lpips"] for r in rows(tmp_path / "run")] == [0.5, 0.2, 0.3]
+
+
+def test_select_by_needs_weights_and_validation(pairs, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEGAN_WEIGHTS", str(tmp_path / "no-weights"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    for metric, weights in (("lpips", "alexnet"), ("fid", "inception-fid"), ("kid", "inception-fid")):
+        with pytest.raises(ConfigError, match=f"select_by {metric} needs the {weights} weights") as err:
+            tiny_pix2pix(select_by=metric)
+        assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="select_by fid needs the inception-fid weights"):
+        CycleGANConfig(select_by="fid")
+    with pytest.raises(ConfigError, match="select_by must be one of last, fid, kid"):
+        CycleGANConfig(select_by="ssim")  # no pairs to compare with
+    with pytest.raises(ConfigError, match="select_by must be one of"):
+        tiny_pix2pix(select_by="best")
+    with pytest.raises(ConfigError, match="needs at least 1 validation pair"):
+        train_pix2pix(*pairs, tmp_path / "r", tiny_pix2pix(select_by="ssim", val_fraction=0.0))
+    assert not (tmp_path / "r").exists()
+
+
+def test_fresh_run_starts_from_the_reference_init(pairs, tmp_path):
+    # One epoch at a negligible learning rate leaves the weights where the init put them.
+    cfg = tiny_pix2pix(generator_options={"ngf": 16, "n_blocks": 1}, ndf=16, epochs=1, decay_epochs=0, lr=1e-12)
+    train_pix2pix(*pairs, tmp_path / "run", cfg)
+    for name in ("last_generator", "last_discriminator"):
+        net = edgegan.load(tmp_path / "run" / name)
+        convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
+        weights = torch.cat([m.weight.flatten() for m in convs])
+        assert float(weights.std()) == pytest.approx(0.02, rel=0.05), name
+        assert all(m.bias is None or m.bias.abs().max() < 1e-9 for m in convs), name
+
+
+def test_discriminator_depth_auto_follows_the_crop(pairs, tmp_path):
+    assert [teacher.d_layers(Pix2PixConfig(crop_size=c, load_size=c)) for c in (32, 64, 128, 256)] == [1, 2, 3, 3]
+    assert teacher.d_layers(CycleGANConfig(crop_size=64, load_size=72)) == 2
+    assert teacher.d_layers(Pix2PixConfig(n_layers_d=3, crop_size=64, load_size=72)) == 3
+    summary = train_pix2pix(*pairs, tmp_path / "run", tiny_pix2pix(n_layers_d="auto", epochs=1, decay_epochs=0))
+    assert summary["discriminator"] == {"n_layers": 1, "patch": 16, "auto": True}
+    assert edgegan.load(tmp_path / "run" / "last_discriminator").config.n_layers == 1
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "discriminator:" in saved and "patch: 16" in saved
+    assert Pix2PixConfig().ndf == CycleGANConfig().ndf == 64  # the reference's width
+    for bad in (0, "deep", True):
+        with pytest.raises(ConfigError, match="n_layers_d"):
+            tiny_pix2pix(n_layers_d=bad)
 
 
 def test_pix2pix_resume_matches_uninterrupted_run(pairs, full_run, tmp_path):
@@ -119,7 +200,7 @@ def test_pix2pix_resume_matches_uninterrupted_run(pairs, full_run, tmp_path):
     summary = train_pix2pix(*pairs, out, tiny_pix2pix(), resume=True)
     assert summary["resumed_from"] == 1 and summary["epochs_run"] == 2
     assert summary["epochs"] == full_summary["epochs"]
-    assert summary["best_epoch"] == full_summary["best_epoch"]
+    assert summary["best_epoch"] == full_summary["best_epoch"] == 3
     assert [r["step"] for r in rows(out)] == [1, 2, 3]
     for name in ("last_generator", "best_generator"):
         resumed, straight = edgegan.load(out / name).state_dict(), edgegan.load(full_out / name).state_dict()
@@ -128,6 +209,23 @@ def test_pix2pix_resume_matches_uninterrupted_run(pairs, full_run, tmp_path):
     # Resuming a finished run trains nothing more.
     again = train_pix2pix(*pairs, out, tiny_pix2pix(), resume=True)
     assert again["epochs_run"] == 0 and again["best_epoch"] == full_summary["best_epoch"]
+
+
+def test_pix2pix_resume_keeps_the_selection_by_a_metric(pairs, tmp_path):
+    cfg = tiny_pix2pix(select_by="ssim", generator_options={"ngf": 4, "n_blocks": 1, "residual": True})
+    straight = train_pix2pix(*pairs, tmp_path / "straight", cfg)
+
+    def stop(epoch, total, metrics):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_pix2pix(*pairs, tmp_path / "resumed", cfg, progress=stop)
+    resumed = train_pix2pix(*pairs, tmp_path / "resumed", cfg, resume=True)
+    assert resumed["resumed_from"] == 2
+    assert (resumed["best_epoch"], resumed["best_metric"]) == (straight["best_epoch"], straight["best_metric"])
+    for name in ("best_generator", "last_generator", "best_discriminator"):
+        assert same_weights(tmp_path / "resumed" / name, tmp_path / "straight" / name), name
 
 
 def test_pix2pix_aligned_folder_and_string_options(tmp_path):
@@ -155,7 +253,9 @@ def test_cyclegan_one_epoch_writes_generators(tmp_path):
         decay_epochs=0,
     )  # fmt: skip
     summary = train_cyclegan(root, tmp_path / "run", cfg)
-    assert summary["epochs"] == 1
+    assert summary["epochs"] == 1 and summary["select_by"] == "last" and summary["best_epoch"] == 1
+    assert summary["G_A"] == summary["last_G_A"] == str(tmp_path / "run" / "G_A")
+    assert summary["discriminator"] == {"n_layers": 1, "patch": 16, "auto": False}
     (row,) = rows(tmp_path / "run")
     assert {"loss_D_A", "loss_D_B", "loss_G_A", "loss_G_B", "loss_cycle", "loss_idt"} <= row.keys()
     for name in ("G_A", "G_B"):
@@ -234,17 +334,24 @@ def test_cli_pix2pix_and_errors(pairs, tmp_path):
     a_dir, b_dir = pairs
     runner = CliRunner()
     args = ["--a", str(a_dir), "--b", str(b_dir), "--load-size", "36", "--crop-size", "32", "--epochs", "1"]
-    args += ["--decay-epochs", "0", "--ndf", "4", "--n-layers-d", "1", "-o", "ngf=4", "-o", "n_blocks=1"]
-    result = runner.invoke(app, ["pix2pix", *args, "--out", str(tmp_path / "run")])
+    args += ["--decay-epochs", "0", "--ndf", "4", "-o", "ngf=4", "-o", "n_blocks=1"]
+    result = runner.invoke(app, ["pix2pix", *args, "--select-by", "ssim", "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
-    assert "best generator" in result.output and "best_generator" in result.output
+    assert "best generator (epoch 1, selected by ssim" in result.output and "best_generator" in result.output
+    assert "discriminator: 1 layers, 16x16 patches (auto" in result.output
     assert isinstance(edgegan.load(tmp_path / "run" / "best_generator"), ResnetGenerator)
+    result = runner.invoke(app, ["pix2pix", *args, "--n-layers-d", "2", "--out", str(tmp_path / "run2")])
+    assert result.exit_code == 0, result.output
+    assert "selected by last" in result.output and "2 layers, 34x34 patches (--n-layers-d)" in result.output
 
     bad = [
         ["pix2pix", "--a", str(a_dir), "--out", str(tmp_path / "x")],  # no --b
         ["pix2pix", "--a", str(tmp_path / "missing"), "--b", str(b_dir), "--out", str(tmp_path / "x")],
         ["pix2pix", *args, "-o", "ngf", "--out", str(tmp_path / "x")],  # malformed option
         ["pix2pix", *args, "--direction", "sideways", "--out", str(tmp_path / "x")],
+        ["pix2pix", *args, "--n-layers-d", "deep", "--out", str(tmp_path / "x")],
+        ["pix2pix", *args, "--select-by", "best", "--out", str(tmp_path / "x")],
+        ["cyclegan", "--root", str(tmp_path), "--select-by", "psnr", "--out", str(tmp_path / "x")],
         ["cyclegan", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "x")],
     ]
     for argv in bad:

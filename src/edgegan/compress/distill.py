@@ -12,10 +12,18 @@ pseudo-pair. The discriminator starts from a copy of the teacher's discriminator
 (the paper's "keep D"), else from scratch; it is conditional (sees input and image) when its
 ``input_nc`` is input + output channels, unconditional when it equals the output channels.
 
+The default student starts from the teacher's weights: every part whose tensors are leading slices of
+the teacher's (stem, down- and up-sampling, head; the residual blocks too when the teacher is a mobile
+generator) takes the teacher's first channels (:func:`inherit_from_teacher`), as the reference's
+``distill.sh`` restores the student from the teacher (``--restore_pretrained_G_path``).
+
 One epoch of :func:`distill`, top to bottom: for every batch a D step, then a G step (student and
 mappers together); then the mean losses are logged, the student is scored on a held-out slice
-(PSNR against the target and against the teacher's output), the best and the last student are
-saved as plain model folders, and a resumable checkpoint is written.
+(PSNR and SSIM against the target and against the teacher's output, plus LPIPS/FID/KID when
+``select_by`` asks for one), the last student (and, with ``select_by`` other than ``last``, the best
+one by that metric) and the last discriminator are saved as plain model folders, and a resumable
+checkpoint is written. The student handed on is the last epoch's by default, as the reference's
+next stage restores ``latest_net_G.pth``: validation PSNR rewards blur, so it never picks by default.
 
 A once-for-all :class:`~edgegan.models.MobileResnetSupernet` works as the student too: its mappers
 are sized for the supernet's full widths and use the first ``c`` input channels of their weights
@@ -55,20 +63,30 @@ from edgegan.errors import ConfigError
 from edgegan.fileio import atomic_write_json
 from edgegan.losses import GANLoss
 from edgegan.metrics.reference import psnr
+from edgegan.metrics.ssim import ssim
 from edgegan.models.discriminators import PatchDiscriminator
-from edgegan.models.mobile_resnet import MobileResnetGenerator
+from edgegan.models.mobile_resnet import MobileResnetGenerator, MobileResnetGeneratorConfig
 from edgegan.models.mobile_supernet import MobileResnetSupernet
+from edgegan.nn.dynamic import load_leading_slices
+from edgegan.nn.layers import init_gan_weights
 from edgegan.registry import EdgeModel, load
 from edgegan.runs import RunDir, check_finite, load_checkpoint, save_checkpoint, set_seed
+from edgegan.weights import available
 
 __all__ = [
+    "METRICS",
+    "SELECT_BY",
     "DistillConfig",
     "DistillMapper",
+    "Scorer",
+    "better",
+    "check_metric",
     "distill",
     "distill_from_folders",
     "distill_layers",
     "distillation_loss",
     "feature_channels",
+    "inherit_from_teacher",
     "make_targets",
     "parse_channels",
 ]
@@ -78,6 +96,21 @@ Progress = Callable[[int, int, int], None]
 
 GAN_MODES = ("vanilla", "lsgan", "hinge", "wgangp")
 PROBE_SIZE = 32  # spatial size of the dummy input used to read feature widths
+STUDENT_INITS = ("teacher", "random")
+
+SELECT_BY = ("last", "ssim", "psnr", "lpips", "fid", "kid")
+"""Which epoch's model a trainer hands on: the last one (the reference: every next stage restores
+``latest_net_G.pth``), or the best on the validation slice by a metric. PSNR rewards blur (issue 13: a
+constant image outscored every trained model on facades), so it is never the default."""
+METRICS = SELECT_BY[1:]
+LOWER_IS_BETTER = frozenset({"lpips", "fid", "kid"})
+METRIC_WEIGHTS: dict[str, tuple[str, ...]] = {
+    "lpips": ("alexnet", "lpips-alex"),
+    "fid": ("inception-fid",),
+    "kid": ("inception-fid",),
+}
+PSNR_CAP = 100.0  # identical images score inf; capped so means stay finite and JSON-friendly
+SSIM_MIN_SIZE = 11  # the SSIM window
 
 
 # ------------------------------------------------------------------------------------- config
@@ -108,14 +141,20 @@ class DistillConfig:
     """Settings of one distillation run.
 
     ``channels`` is the default student's c0..c7 (see ``MobileResnetGeneratorConfig``);
-    ``n_blocks`` its residual blocks (None: the teacher's). The learning rate is constant for
-    ``epochs`` epochs, then decays linearly towards zero over ``decay_epochs`` more.
-    ``ndf``/``d_layers`` size a fresh discriminator (ignored when the teacher's is given).
+    ``n_blocks`` its residual blocks (None: the teacher's); ``student_init`` whether that default
+    student starts from the teacher's leading channels (``teacher``) or from its own random weights.
+    The learning rate is constant for ``epochs`` epochs, then decays linearly towards zero over
+    ``decay_epochs`` more. ``ndf``/``d_layers`` size a fresh discriminator (ignored when the teacher's
+    is given). ``select_by`` picks the student handed on (see :data:`SELECT_BY`); ``lpips``, ``fid``
+    and ``kid`` need their weights (:mod:`edgegan.weights`).
     """
 
     channels: str | tuple[int, ...] = "16_16_32_16_32_32_16_16"
     n_blocks: int | None = None
-    lambda_recon: float = 10.0
+    # λ_recon 100, λ_distill 1: GAN Compression's Table 5 for pix2pix on edges→shoes and cityscapes, and
+    # the reference's defaults (distillers/base_resnet_distiller.py). Table 5 has 10 / 0.01 for
+    # map→aerial photo and CycleGAN; set them per task. Supernet training and fine-tuning inherit these.
+    lambda_recon: float = 100.0
     lambda_distill: float = 1.0
     gan_mode: str = "hinge"
     lr: float = 2e-4
@@ -131,9 +170,14 @@ class DistillConfig:
     seed: int = 0
     ndf: int = 64
     d_layers: int = 3
+    select_by: str = "last"
+    student_init: str = "teacher"
 
     def __post_init__(self) -> None:
         self.channels = parse_channels(self.channels)
+        check_metric(self.select_by, "select_by", SELECT_BY)
+        if self.student_init not in STUDENT_INITS:
+            raise ConfigError(f"student_init must be one of {', '.join(STUDENT_INITS)}, got {self.student_init!r}")
         if self.n_blocks is not None and (isinstance(self.n_blocks, bool) or self.n_blocks < 0):
             raise ConfigError(f"n_blocks must be >= 0 or None, got {self.n_blocks!r}")
         for name in ("lambda_recon", "lambda_distill"):
@@ -187,6 +231,82 @@ class DistillConfig:
         d["channels"] = self.channels_str
         d["betas"] = list(self.betas)
         return d
+
+
+# ------------------------------------------------------------------------ validation metrics
+
+
+def check_metric(name: str, option: str = "metric", allowed: Sequence[str] = METRICS) -> str:
+    """``name`` if it is one of ``allowed`` and its weights are present, else a one-line ConfigError."""
+    if name not in allowed:
+        raise ConfigError(f"{option} must be one of {', '.join(allowed)}, got {name!r}")
+    for weights_name in METRIC_WEIGHTS.get(name, ()):
+        path, reason = available(weights_name)
+        if path is None:
+            raise ConfigError(f"{option} {name} needs the {weights_name} weights: {reason}")
+    return name
+
+
+def better(metric: str, new: float, old: float | None) -> bool:
+    """Whether score ``new`` beats ``old`` (None: nothing yet) by ``metric``'s direction."""
+    if old is None:
+        return True
+    return new < old if metric in LOWER_IS_BETTER else new > old
+
+
+class Scorer:
+    """Scores generated images against references, both ``[N, C, H, W]`` in [-1, 1], over a validation slice.
+
+    PSNR (dB on [0, 1], each image capped at :data:`PSNR_CAP`) and SSIM are always computed (the mean
+    over images; SSIM None below :data:`SSIM_MIN_SIZE` px); ``metric`` adds LPIPS (the mean distance),
+    FID or KID (between the two sets). The LPIPS or Inception network is loaded once, when the scorer
+    is made; the references' Inception features are kept while the same references come back.
+    """
+
+    def __init__(self, metric: str = "ssim", device: str | torch.device = "cpu") -> None:
+        self.metric = check_metric(metric)
+        self.device = torch.device(device)
+        self._lpips: nn.Module | None = None
+        self._inception: nn.Module | None = None
+        self._real: tuple[torch.Tensor, Any] | None = None
+        if metric == "lpips":
+            from edgegan.metrics.lpips import load_lpips
+
+            self._lpips = load_lpips(device=self.device)
+        elif metric in ("fid", "kid"):
+            from edgegan.metrics.inception import load_fid_inception
+
+            self._inception = load_fid_inception(device=self.device)
+
+    def __call__(self, fakes: torch.Tensor, refs: torch.Tensor, *, extra: bool = True) -> dict[str, float | None]:
+        """``{"psnr", "ssim"}`` and, when ``extra``, the scorer's ``metric`` too."""
+        if fakes.shape != refs.shape or fakes.dim() != 4:
+            raise ConfigError(f"cannot score images {tuple(fakes.shape)} against {tuple(refs.shape)}")
+        x, y = to01(fakes.float()), to01(refs.float())
+        out: dict[str, float | None] = {
+            "psnr": float(psnr(x, y).double().clamp(max=PSNR_CAP).mean()),
+            "ssim": float(ssim(x, y).double().mean()) if min(x.shape[-2:]) >= SSIM_MIN_SIZE else None,
+        }
+        if extra and self._lpips is not None:
+            out["lpips"] = float(self._lpips(fakes.clamp(-1, 1).to(self.device), refs.to(self.device)).mean())
+        if extra and self._inception is not None:
+            out[self.metric] = self._distribution(x, y)
+        return out
+
+    def _distribution(self, fakes01: torch.Tensor, refs01: torch.Tensor) -> float:
+        from edgegan.metrics.fid import fid_from_features, kid
+        from edgegan.metrics.inception import extract_features
+
+        if fakes01.shape[0] < 2:
+            raise ConfigError(f"{self.metric} needs at least 2 validation images, got {fakes01.shape[0]}")
+        assert self._inception is not None
+        if self._real is None or not torch.equal(self._real[0], refs01):
+            real = extract_features(self._inception, refs01, device=self.device)  # type: ignore[arg-type]
+            self._real = (refs01.clone(), real)
+        fake = extract_features(self._inception, fakes01, device=self.device)  # type: ignore[arg-type]
+        if self.metric == "fid":
+            return float(fid_from_features(self._real[1], fake).value)
+        return float(kid(self._real[1], fake, num_subsets=100, subset_size=1000).mean)
 
 
 # ----------------------------------------------------------------------- distillation layers
@@ -326,6 +446,54 @@ def distillation_loss(
     return total
 
 
+# ------------------------------------------------------------------------ student initialisation
+
+
+def _is_leading_slice(part: nn.Module, source: nn.Module) -> bool:
+    """Whether every tensor of ``part`` has a same-named tensor in ``source`` that it is a leading slice of."""
+    dst, src = part.state_dict(), source.state_dict()
+    if not dst or set(dst) != set(src):
+        return False
+    return all(
+        d.dim() == src[k].dim() and all(a <= b for a, b in zip(d.shape, src[k].shape, strict=True))
+        for k, d in dst.items()
+    )
+
+
+@torch.no_grad()
+def inherit_from_teacher(student: nn.Module, teacher: nn.Module) -> list[str]:
+    """Copy into ``student`` the leading channels of ``teacher``'s weights, part by part; return the parts copied.
+
+    The parts are the top-level layers (``stem``, ``head``) and each entry of a layer list (``down.0``,
+    ``blocks.3``, ``up.1``). A part is copied when it has the teacher's tensor names and every tensor is a
+    leading slice of the teacher's (first ``c`` entries along every dimension, the supernet's weight
+    sharing rule, :func:`~edgegan.nn.dynamic.load_leading_slices`); any other part keeps its weights. A
+    ResNet teacher's blocks (full 3×3 convs) do not fit a mobile student's separable blocks, so those stay
+    as initialised; a mobile teacher gives every part, as in the reference (where teacher and student
+    are both mobile; it keeps the channels of largest L1 norm, we keep the leading ones, which are the
+    channels a once-for-all network trains most). The head is left alone when one model adds the input
+    to its output (``residual``) and the other does not: the same weights would mean different things.
+    """
+    t_children = dict(teacher.named_children())
+    same_output = bool(getattr(getattr(student, "config", None), "residual", False)) == bool(
+        getattr(getattr(teacher, "config", None), "residual", False)
+    )
+    copied: list[str] = []
+    for name, part in student.named_children():
+        source = t_children.get(name)
+        if source is None or (name == "head" and not same_output):
+            continue
+        if isinstance(part, nn.ModuleList) and isinstance(source, nn.ModuleList):
+            pairs = [(f"{name}.{i}", p, q) for i, (p, q) in enumerate(zip(part, source, strict=False))]
+        else:
+            pairs = [(name, part, source)]
+        for label, p, q in pairs:
+            if _is_leading_slice(p, q):
+                load_leading_slices(p, q)
+                copied.append(label)
+    return copied
+
+
 # ------------------------------------------------------------------------------ data helpers
 
 
@@ -422,8 +590,8 @@ def make_discriminator(
         d = copy.deepcopy(discriminator).to(device)
         for p in d.parameters():
             p.requires_grad_(True)
-    else:
-        d = PatchDiscriminator(input_nc=input_nc + output_nc, ndf=ndf, n_layers=n_layers).to(device)
+    else:  # fresh, with the references' N(0, 0.02) initialisation
+        d = init_gan_weights(PatchDiscriminator(input_nc=input_nc + output_nc, ndf=ndf, n_layers=n_layers)).to(device)
     d_input_nc = getattr(getattr(d, "config", None), "input_nc", None)
     if d_input_nc == input_nc + output_nc:
         conditional = True
@@ -454,14 +622,18 @@ def distill(
     ``data`` yields items with ``"A"`` (input) and, when ``cfg.paired``, ``"B"`` (target); with
     ``cfg.paired=False`` the targets are the teacher's outputs. ``cfg.val_fraction`` of the items
     (a fixed seeded slice) are held out for validation. Writes into the run folder ``out``:
-    ``config.yaml``, ``metrics.jsonl`` (one line per epoch), ``checkpoints/``, ``best_student/``,
-    ``last_student/`` (both ``edgegan.load``-able) and ``summary.json``; returns the summary.
-    The teacher is put in eval mode and never updated; ``student`` is trained in place; ``discriminator``
-    (the teacher's) is copied, never modified. ``progress(epoch, batch, batches)`` is called after each batch.
+    ``config.yaml``, ``metrics.jsonl`` (one line per epoch), ``checkpoints/``, ``last_student/``,
+    ``best_student/`` (the student ``cfg.select_by`` picks: the last epoch's by default),
+    ``last_discriminator/`` (all ``edgegan.load``-able) and ``summary.json``; returns the summary.
+    The default student starts from the teacher's leading channels (``cfg.student_init``); a given
+    ``student`` keeps its weights and is trained in place. The teacher is put in eval mode and never
+    updated; ``discriminator`` (the teacher's) is copied, never modified. ``progress(epoch, batch,
+    batches)`` is called after each batch.
     """
     if not isinstance(cfg, DistillConfig):
         raise ConfigError(f"cfg must be a DistillConfig, got {type(cfg).__name__}")
     check_generator(teacher, "teacher")
+    check_metric(cfg.select_by, "select_by", SELECT_BY)  # the weights may have gone since cfg was made
     n_items = len(data)  # type: ignore[arg-type]
     if n_items < 1:
         raise ConfigError("the data set is empty")
@@ -476,6 +648,7 @@ def distill(
     t_cfg = getattr(teacher, "config", None)
     input_nc = int(getattr(t_cfg, "input_nc", 3))
     output_nc = int(getattr(t_cfg, "output_nc", 3))
+    student_init: dict[str, Any] = {"from": "given"}
     if student is None:
         n_blocks = cfg.n_blocks if cfg.n_blocks is not None else len(getattr(teacher, "blocks", ()))
         student = MobileResnetGenerator(
@@ -485,10 +658,15 @@ def distill(
             n_blocks=n_blocks,
             norm=getattr(t_cfg, "norm", "instance"),
             padding_type=getattr(t_cfg, "padding_type", "reflect"),
+            **_residual_like(t_cfg),
         )
+        init_gan_weights(student)  # the reference's init_net (N(0, 0.02)), then the teacher's weights over it
+        student_init = {"from": "random"}
+        if cfg.student_init == "teacher":
+            student_init = {"from": "teacher", "parts": inherit_from_teacher(student, teacher)}
     student = student.to(dev).train()
     names = distill_layers(teacher, student)
-    mapper = DistillMapper.for_models(teacher, student).to(dev)
+    mapper = init_gan_weights(DistillMapper.for_models(teacher, student)).to(dev)  # the reference's netA init
 
     d, conditional = make_discriminator(discriminator, input_nc, output_nc, cfg.ndf, cfg.d_layers, dev)
 
@@ -510,14 +688,18 @@ def distill(
         loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=0)
     else:
         loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=0)
-    selection = "val_psnr" if cfg.paired else "val_psnr_teacher"
+    # The score select_by ranks epochs by (None: the last epoch): against the target, or the teacher's output.
+    selection = None if cfg.select_by == "last" else f"val_{cfg.select_by}" + ("" if cfg.paired else "_teacher")
+    scorer = Scorer(cfg.select_by if selection is not None else "ssim", dev) if main else None
+    if selection is not None and cfg.select_by in ("fid", "kid") and (val_set is None or len(val_set) < 2):
+        raise ConfigError(f"select_by {cfg.select_by} needs at least 2 validation items; raise val_fraction")
 
     # ---- run folder, resume
     run_config = {
         "distill": cfg.to_dict(),
         "teacher": describe(teacher),
-        "student": describe(student),
-        "discriminator": {**describe(d), "from_teacher": discriminator is not None},
+        "student": {**describe(student), "init": student_init},
+        "discriminator": {**describe(d), "inherited": discriminator is not None},
         "data": {"items": n_items, "train": len(train_set), "val": len(val_set) if val_set is not None else 0},
     }
     # Only the main rank owns the run folder; every rank restores the checkpoint.
@@ -576,12 +758,13 @@ def distill(
 
         # Validation: the student against the target and against the teacher, on the held-out slice
         # (by the main rank; the others take its scores). Losses are averaged over ranks.
-        val = broadcast_object(_validate(teacher, student, val_set, cfg, dev) if main else {}, dist_info)
+        val = broadcast_object(_validate(teacher, student, val_set, cfg, dev, scorer) if main else {}, dist_info)
         losses = {k: all_reduce_mean(v / max(n_batches, 1), dist_info) for k, v in sums.items()}
         row = {"epoch": epoch, "lr": lr, **losses, **val}
         state["history"].append(row)
-        score = val.get(selection)
-        improved = score is None or state["best"] is None or score > state["best"]
+        # The last epoch always wins under select_by "last" (and without a validation slice).
+        score = val.get(selection) if selection is not None else None
+        improved = score is None or better(cfg.select_by, score, state["best"])
         if improved:
             state["best"] = score
             state["best_epoch"] = epoch
@@ -590,6 +773,7 @@ def distill(
             if improved:
                 _save_student(student, out / "best_student")
             _save_student(student, out / "last_student")
+            d.save(out / "last_discriminator")  # the next stage's critic starts from it (reference: latest_net_D)
             save_checkpoint(run, epoch, **objs, extra=json_safe(state), keep=2)
         barrier(dist_info)  # the other ranks wait until the epoch is committed
 
@@ -597,17 +781,24 @@ def distill(
         _save_student(student, out / "last_student")
     if main and not (out / "best_student").is_dir():
         _save_student(student, out / "best_student")
+    if main and not (out / "last_discriminator").is_dir():
+        d.save(out / "last_discriminator")
     exported = _export(student)
+    selected = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), None)
     summary = {
         "run": str(out),
         "epochs": cfg.total_epochs,
         "resumed_from": start if ckpt is not None else None,
         "paired": cfg.paired,
+        "select_by": cfg.select_by,
         "selection": selection,
         "best_epoch": state["best_epoch"],
         "best_score": state["best"],
+        "selected_metrics": selected,
         "best_student": str(out / "best_student"),
         "last_student": str(out / "last_student"),
+        "last_discriminator": str(out / "last_discriminator"),
+        "student_init": student_init,
         "layers": names,
         "teacher_params": _count(teacher),
         "student_params": _count(exported),
@@ -620,31 +811,52 @@ def distill(
     return summary
 
 
+def _residual_like(t_cfg: Any) -> dict[str, bool]:
+    """``{"residual": ...}`` copied from the teacher's config, where the mobile generator has the option."""
+    if "residual" not in {f.name for f in dataclasses.fields(MobileResnetGeneratorConfig)}:
+        return {}
+    return {"residual": bool(getattr(t_cfg, "residual", False))}
+
+
 @torch.no_grad()
 def _validate(
-    teacher: nn.Module, student: nn.Module, val_set: Dataset[Any] | None, cfg: DistillConfig, dev: torch.device
+    teacher: nn.Module,
+    student: nn.Module,
+    val_set: Dataset[Any] | None,
+    cfg: DistillConfig,
+    dev: torch.device,
+    scorer: Scorer | None,
 ) -> dict[str, float | None]:
-    """Mean PSNR (dB, images in [0, 1]) of the student vs the target and vs the teacher, and of the teacher."""
-    if val_set is None:
-        return {"val_psnr": None, "val_psnr_teacher": None, "teacher_val_psnr": None}
+    """The student's scores against the target (``val_<m>``) and against the teacher's output
+    (``val_<m>_teacher``), and the teacher's against the target (``teacher_val_<m>``), for PSNR and SSIM;
+    the student's also for ``select_by``'s metric when that is LPIPS, FID or KID."""
+    extra = [cfg.select_by] if cfg.select_by in METRIC_WEIGHTS else []
+    keys = [f"val_{n}{side}" for n in ["psnr", "ssim", *extra] for side in ("", "_teacher")]
+    keys += ["teacher_val_psnr", "teacher_val_ssim"]
+    if val_set is None or scorer is None:
+        return dict.fromkeys(keys)
     was_training = student.training
     student.eval()
-    vs_target, vs_teacher, teacher_score = [], [], []
-    for batch in DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, num_workers=0):
-        a = batch["A"].to(dev)
-        t_out = teacher(a)
-        target = make_targets(batch, t_out, cfg.paired)
-        s_out = student(a)
-        vs_target.append(psnr(to01(s_out), to01(target)))
-        vs_teacher.append(psnr(to01(s_out), to01(t_out)))
-        teacher_score.append(psnr(to01(t_out), to01(target)))
-    student.train(was_training)
-
-    def mean(values: list[torch.Tensor]) -> float:
-        # Identical images score inf; cap at 100 dB so the mean stays finite and JSON-friendly.
-        return float(torch.cat(values).double().clamp(max=100.0).mean())
-
-    return {"val_psnr": mean(vs_target), "val_psnr_teacher": mean(vs_teacher), "teacher_val_psnr": mean(teacher_score)}
+    s_outs, t_outs, targets = [], [], []
+    try:
+        for batch in DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, num_workers=0):
+            a = batch["A"].to(dev)
+            t_out = teacher(a)
+            targets.append(make_targets(batch, t_out, cfg.paired))
+            t_outs.append(t_out)
+            s_outs.append(student(a))
+    finally:
+        student.train(was_training)
+    s_out, t_out, target = torch.cat(s_outs), torch.cat(t_outs), torch.cat(targets)
+    vs_teacher = scorer(s_out, t_out)
+    vs_target = scorer(s_out, target) if cfg.paired else vs_teacher
+    teacher_score = scorer(t_out, target, extra=False)
+    row: dict[str, float | None] = {}
+    for n in ["psnr", "ssim", *extra]:
+        row[f"val_{n}"] = vs_target[n]
+        row[f"val_{n}_teacher"] = vs_teacher[n]
+    row["teacher_val_psnr"], row["teacher_val_ssim"] = teacher_score["psnr"], teacher_score["ssim"]
+    return row
 
 
 def json_safe(obj: Any) -> Any:

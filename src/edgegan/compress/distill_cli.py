@@ -18,6 +18,12 @@ app = typer.Typer(help="GAN Compression: distil a compact student generator from
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 132)
 
 
+SELECT_BY_HELP = (
+    "Student to hand on: last (the last epoch's, as the reference), or the best on the validation slice by "
+    "ssim, psnr, lpips, fid or kid (the last three need their weights)."
+)
+
+
 @app.callback()
 def _group() -> None:
     """GAN Compression: distil a compact student generator from a teacher."""
@@ -29,7 +35,8 @@ def _fmt(value: Any, spec: str = ".2f") -> str:
 
 def _print_summary(summary: dict[str, Any]) -> None:
     t = Table(title=f"distillation, {summary['epochs']} epochs ({'paired' if summary['paired'] else 'pseudo-pairs'})")
-    for col in ("epoch", "lr", "g_gan", "recon", "distill", "d", "PSNR vs target", "PSNR vs teacher"):
+    cols = ("epoch", "lr", "g_gan", "recon", "distill", "d", "SSIM vs target", "PSNR vs target", "PSNR vs teacher")
+    for col in cols:
         t.add_column(col, justify="right")
     for row in summary["history"]:
         t.add_row(
@@ -39,16 +46,21 @@ def _print_summary(summary: dict[str, Any]) -> None:
             _fmt(row["recon"], ".3f"),
             _fmt(row["distill"], ".3f"),
             _fmt(row["d"], ".3f"),
+            _fmt(row.get("val_ssim"), ".4f"),
             _fmt(row.get("val_psnr")),
             _fmt(row.get("val_psnr_teacher")),
         )
     console.print(t)
     last = summary["history"][-1] if summary["history"] else {}
+    init = summary.get("student_init") or {}
+    start = "the teacher's leading channels" if init.get("from") == "teacher" else f"{init.get('from')} weights"
     console.print(
-        f"student {summary['student_params']:,} params ({'_'.join(map(str, summary['student_channels']))}) "
-        f"vs teacher {summary['teacher_params']:,}; teacher PSNR vs target {_fmt(last.get('teacher_val_psnr'))} dB"
+        f"student {summary['student_params']:,} params ({'_'.join(map(str, summary['student_channels']))}, "
+        f"from {start}) vs teacher {summary['teacher_params']:,}; teacher vs target: "
+        f"PSNR {_fmt(last.get('teacher_val_psnr'))} dB, SSIM {_fmt(last.get('teacher_val_ssim'), '.4f')}"
     )
-    console.print(f"best student (epoch {summary['best_epoch']}, by {summary['selection']}): {summary['best_student']}")
+    chosen = f"epoch {summary['best_epoch']}, select by {summary['select_by']}"
+    console.print(f"student handed on ({chosen}): {summary['best_student']}")
     console.print(f"last student: {summary['last_student']}")
 
 
@@ -70,8 +82,8 @@ def distill_cmd(
     decay_epochs: int = typer.Option(50, min=0, help="Further epochs decaying the learning rate linearly to 0."),
     unpaired: bool = typer.Option(False, "--unpaired", help="Unpaired data: the teacher's outputs are the targets."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
-    lambda_recon: float = typer.Option(10.0, help="Weight of the L1 reconstruction loss."),
-    lambda_distill: float = typer.Option(1.0, help="Weight of the feature distillation loss."),
+    lambda_recon: float = typer.Option(100.0, help="Weight of the L1 reconstruction loss (paper Table 5: 100)."),
+    lambda_distill: float = typer.Option(1.0, help="Weight of the feature distillation loss (paper Table 5: 1)."),
     gan_mode: str = typer.Option("hinge", help="GAN loss: hinge, lsgan or vanilla."),
     lr: float = typer.Option(2e-4, help="Adam learning rate (G, mappers and D)."),
     batch_size: int = typer.Option(1, min=1, help="Images per step."),
@@ -80,6 +92,10 @@ def distill_cmd(
     direction: str = typer.Option("AtoB", help="AtoB or BtoA."),
     val_fraction: float = typer.Option(0.1, help="Share of the pairs held out to pick the best student."),
     ndf: int = typer.Option(64, min=1, help="Width of a fresh discriminator (without --discriminator)."),
+    select_by: str = typer.Option("last", "--select-by", help=SELECT_BY_HELP),
+    student_init: str = typer.Option(
+        "teacher", "--student-init", help="teacher (its leading channels) or random; ignored with --student."
+    ),
     seed: int = typer.Option(0, min=0, help="Random seed."),
     device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
 ) -> None:
@@ -114,6 +130,8 @@ def distill_cmd(
         val_fraction=val_fraction,
         seed=seed,
         ndf=ndf,
+        select_by=select_by,
+        student_init=student_init,
     )
     bar = RunBar("distilling", cfg.total_epochs, console)
 
@@ -135,9 +153,9 @@ def distill_cmd(
 
 def _print_pipeline_summary(summary: dict[str, Any]) -> None:
     t = Table(title=f"GAN Compression at {summary['size']}px (budget {summary['budget_macs'] / 1e9:.3f}G MACs)")
-    for col in ("model", "MACs (GC)", "MACs", "params", "val PSNR"):
+    for col in ("model", "MACs (GC)", "MACs", "params", "val SSIM", "val PSNR"):
         t.add_column(col, justify="right")
-    psnr = summary.get("val_psnr") or {}
+    psnr, ssim = summary.get("val_psnr") or {}, summary.get("val_ssim") or {}
     for role in ("teacher", "student"):
         cost = summary[role]
         t.add_row(
@@ -145,11 +163,14 @@ def _print_pipeline_summary(summary: dict[str, Any]) -> None:
             f"{cost['macs_gc'] / 1e9:.3f}G",
             f"{cost['macs'] / 1e9:.3f}G",
             f"{cost['params']:,}",
+            _fmt(ssim.get(role), ".4f"),
             _fmt(psnr.get(role)),
         )
     ratio = summary["compression"]
-    t.add_row("compression", f"{ratio['macs_gc']:.1f}x", f"{ratio['macs']:.1f}x", f"{ratio['params']:.1f}x", "")
+    t.add_row("compression", f"{ratio['macs_gc']:.1f}x", f"{ratio['macs']:.1f}x", f"{ratio['params']:.1f}x", "", "")
     console.print(t)
+    for stage, init in (summary.get("lineage") or {}).items():
+        console.print(f"{stage} started from: " + ", ".join(f"{k} {v}" for k, v in (init or {}).items()))
     console.print(f"student: {summary['student']['path']}  onnx: {summary['student']['onnx']}")
 
 
@@ -166,9 +187,12 @@ def run_cmd(
     until: str | None = typer.Option(None, "--until", help="Stop after this stage."),
     stage: str | None = typer.Option(None, "--stage", help="Run only this stage (earlier ones must be complete)."),
     direction: str | None = typer.Option(None, "--direction", help="AtoB or BtoA (default: the preset's)."),
+    search_metric: str = typer.Option(
+        "ssim", "--search-metric", help="What ranks the searched sub-networks: ssim, psnr, lpips, fid or kid."
+    ),
     device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
 ) -> None:
-    """The whole GAN Compression chain: teacher, supernet, search, fine-tune, export (resumable)."""
+    """The whole GAN Compression chain: teacher, distill, supernet, search, fine-tune, export (resumable)."""
     import dataclasses
     import time
 
@@ -181,6 +205,7 @@ def run_cmd(
         cfg = cfg.with_direction(direction)
     if budget_macs is not None:
         cfg = dataclasses.replace(cfg, budget_macs=budget_macs)
+    cfg = dataclasses.replace(cfg, search_metric=search_metric)
     started: dict[str, float] = {}
 
     def progress(name: str, event: str, info: dict[str, Any] | None) -> None:

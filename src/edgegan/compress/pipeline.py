@@ -3,35 +3,49 @@
 Stages, each in its own subfolder of the run folder ``out``::
 
     teacher/    train_pix2pix                          (skipped when an existing teacher is given)
-    supernet/   train_supernet_from_folders            once-for-all supernet distilled from the teacher
+    distill/    distill_from_folders(student=...)      a student at the supernet's full width, started
+                                                       from the teacher's leading channels, distilled
+    supernet/   train_supernet_from_folders(init=...)  once-for-all supernet started from that student
     search/     search + finalize_student              best sub-network under the MAC budget
     finetune/   distill_from_folders(student=...)      the searched student fine-tuned by distillation
     export/     student/, student.onnx, summary.json   costs of teacher and student, compression ratio
 
+This is the paper's appendix 6.1 chain and the reference's scripts (``distill.sh``,
+``train_supernet.sh``, ``finetune.sh``): each stage starts from the models the previous one ended on,
+the generator *and* the discriminator, and what it hands on is its last epoch's model
+(``latest_net_G.pth``/``latest_net_D.pth`` there; ``select_by="last"`` here). Each stage's summary has
+an ``init`` entry saying which model folders it started from; ``export/summary.json`` collects them
+as ``lineage``.
+
 A stage is complete when its ``stage.json`` marker exists (written atomically, last). Rerunning the
 pipeline skips complete stages and resumes an interrupted one: its trainer is called with
 ``resume=True`` when the stage folder already exists, continuing from the last epoch checkpoint.
+A run folder whose ``supernet`` stage completed without a ``distill`` stage (made before that stage
+existed, or seeded with another run's supernet) skips ``distill``.
 
-The search scores candidates on a validation slice of the *training* folders (the pairs the supernet
-held out with its ``val_fraction``/``seed``); a test folder is never read. ``budget_macs="auto"``
-means a tenth of the teacher's cost (GAN Compression's MAC convention) at ``search_size``.
+The search ranks candidates by ``search_metric`` (SSIM by default; PSNR stays in the report) on a
+validation slice of the *training* folders (the pairs the supernet held out with its
+``val_fraction``/``seed``); a test folder is never read. ``budget_macs="auto"`` means a tenth of the
+teacher's cost (GAN Compression's MAC convention) at ``search_size``.
 
 Presets (:data:`PRESETS`):
 
 * ``"tiny"``: 32 px, a few epochs of a tiny teacher; for tests and smoke runs (seconds).
 * ``"facades-cpu"``: labels -> photo on the facades pairs (A = photo, B = labels, so ``direction="BtoA"``),
   64 px crops from 72 px loads, teacher ``resnet_generator`` ngf 32 with 9 blocks (0.91 G MACs at 64 px),
-  supernet ngf 32 with choices 8..32, budget auto (teacher / 10). Estimate for 400 pairs (360 trained,
-  40 held out), batch 1, 2 CPU threads (measured: a teacher step 0.08 s; a sandwich supernet step,
-  three sub-networks plus the frozen teacher, ~0.26 s; a distillation step ~0.07 s): teacher 20+20
-  epochs (~14400 steps, ~20 min), supernet 8+8 epochs (~5800 steps, ~25 min), search 8 x 8 candidates
-  on 16 held-out training pairs (~1 min), fine-tune 8+8 epochs (~5800 steps, ~7 min), export (seconds):
-  measured: the teacher ~27 min and the supernet ~25 min alone; about 80 minutes in all on this
-  2-core machine. Time scales linearly with the
+  distilled student and supernet ngf 32 with choices 8..32, budget auto (teacher / 10). Estimate for 400
+  pairs (360 trained, 40 held out), batch 1, 2 CPU threads (measured: a teacher step 0.08 s; a sandwich
+  supernet step, three sub-networks plus the frozen teacher, ~0.26 s; a distillation step ~0.07 s):
+  teacher 20+20 epochs (~14400 steps, ~20 min), distillation of the full-width student 8+8 epochs
+  (~5800 steps, ~10 min, estimated), supernet 8+8 epochs (~5800 steps, ~25 min), search 8 x 8
+  candidates on 16 held-out training pairs (~1 min), fine-tune 8+8 epochs (~5800 steps, ~7 min), export
+  (seconds): measured before the distill stage existed: the teacher ~27 min and the supernet ~25 min
+  alone, about 80 minutes in all on this 2-core machine (about 90 with it). Time scales linearly with the
   epochs (:func:`scaled`) and the number of pairs, and roughly with the square of the crop size
   (96 px ~2.3x, 128 px ~4x).
 * ``"facades-gpu"``: the papers' setting at 256 px (286 px loads), teacher ngf 64 with 9 blocks for
-  100+100 epochs, supernet ngf 64 with choices 16..64, fine-tune 100+100 epochs (hours on one GPU).
+  100+100 epochs, distillation and fine-tune 100+100 epochs, supernet ngf 64 with choices 16..64
+  (hours on one GPU).
 """
 
 from __future__ import annotations
@@ -48,12 +62,21 @@ from typing import Any
 import torch
 
 import edgegan
-from edgegan.compress.distill import DistillConfig, distill_from_folders, json_safe
+from edgegan.compress.distill import (
+    METRICS,
+    DistillConfig,
+    check_metric,
+    distill_from_folders,
+    inherit_from_teacher,
+    json_safe,
+)
 from edgegan.compress.search import SearchConfig, finalize_student, parse_macs, search
-from edgegan.compress.supernet_train import SupernetConfig, train_supernet_from_folders
+from edgegan.compress.supernet_train import SupernetConfig, full_width_student, train_supernet_from_folders
 from edgegan.compress.teacher import Pix2PixConfig, train_pix2pix
 from edgegan.errors import ConfigError
 from edgegan.fileio import atomic_write_json
+from edgegan.nn.layers import init_gan_weights
+from edgegan.runs import set_seed
 
 __all__ = [
     "MARKER",
@@ -69,8 +92,9 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike[str]
-STAGES: tuple[str, ...] = ("teacher", "supernet", "search", "finetune", "export")
+STAGES: tuple[str, ...] = ("teacher", "distill", "supernet", "search", "finetune", "export")
 MARKER = "stage.json"
+STAGE_CONFIGS = ("teacher", "distill", "supernet", "finetune")
 StageProgress = Callable[[str, str, dict[str, Any] | None], None]
 """``progress(stage, event, summary)`` with event ``"start"``, ``"skip"`` (summary from the marker) or ``"done"``."""
 
@@ -79,13 +103,16 @@ StageProgress = Callable[[str, str, dict[str, Any] | None], None]
 class PipelineConfig:
     """Per-stage settings of :func:`run_pipeline`.
 
-    ``teacher``/``supernet``/``finetune`` are the trainers' own configs; the search fields mirror
-    :class:`~edgegan.compress.search.SearchConfig` (the choices are the supernet's). ``budget_macs`` is a
-    MAC count (``"2.5G"``, an int) or ``"auto"`` (teacher's ``macs_gc`` at ``search_size`` / 10).
-    ``val_images`` caps the held-out training pairs the search scores candidates on.
+    ``teacher``/``distill``/``supernet``/``finetune`` are the trainers' own configs (``distill``'s
+    ``channels``/``n_blocks`` are not used: its student is the supernet's full width); the search fields
+    mirror :class:`~edgegan.compress.search.SearchConfig` (the choices are the supernet's, the metric is
+    ``search_metric``). ``budget_macs`` is a MAC count (``"2.5G"``, an int) or ``"auto"`` (teacher's
+    ``macs_gc`` at ``search_size`` / 10). ``val_images`` caps the held-out training pairs the search scores
+    candidates on.
     """
 
     teacher: Pix2PixConfig = field(default_factory=Pix2PixConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
     finetune: DistillConfig = field(default_factory=DistillConfig)
     budget_macs: str | int = "auto"
@@ -96,6 +123,7 @@ class PipelineConfig:
     mutate_prob: float = 0.2
     search_mode: str = "evolution"
     search_seed: int = 0
+    search_metric: str = "ssim"
     val_images: int = 16
 
     def __post_init__(self) -> None:
@@ -103,8 +131,11 @@ class PipelineConfig:
             raise ConfigError(f"teacher must be a Pix2PixConfig, got {type(self.teacher).__name__}")
         if not isinstance(self.supernet, SupernetConfig):
             raise ConfigError(f"supernet must be a SupernetConfig, got {type(self.supernet).__name__}")
-        if not isinstance(self.finetune, DistillConfig) or isinstance(self.finetune, SupernetConfig):
-            raise ConfigError(f"finetune must be a DistillConfig, got {type(self.finetune).__name__}")
+        for name in ("distill", "finetune"):
+            value = getattr(self, name)
+            if not isinstance(value, DistillConfig) or isinstance(value, SupernetConfig):
+                raise ConfigError(f"{name} must be a DistillConfig, got {type(value).__name__}")
+        check_metric(self.search_metric, "search_metric", METRICS)
         if not (isinstance(self.budget_macs, str) and self.budget_macs.strip().lower() == "auto"):
             self.budget_macs = parse_macs(self.budget_macs)
         for name in ("search_size", "val_images", "population", "generations", "parents"):
@@ -113,11 +144,11 @@ class PipelineConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.search_size % 4:
             raise ConfigError(f"search_size must be a multiple of 4, got {self.search_size}")
-        directions = {self.teacher.direction, self.supernet.direction, self.finetune.direction}
+        directions = {self.teacher.direction, self.distill.direction, self.supernet.direction, self.finetune.direction}
         if len(directions) != 1:
             raise ConfigError(f"all stages must use one direction, got {sorted(directions)}; use with_direction()")
-        if not self.supernet.paired or not self.finetune.paired:
-            raise ConfigError("the pipeline trains a pix2pix teacher: supernet and finetune must be paired")
+        if not (self.distill.paired and self.supernet.paired and self.finetune.paired):
+            raise ConfigError("the pipeline trains a pix2pix teacher: distill, supernet and finetune must be paired")
 
     @property
     def direction(self) -> str:
@@ -128,6 +159,7 @@ class PipelineConfig:
         return dataclasses.replace(
             self,
             teacher=dataclasses.replace(self.teacher, direction=direction),
+            distill=dataclasses.replace(self.distill, direction=direction),
             supernet=dataclasses.replace(self.supernet, direction=direction),
             finetune=dataclasses.replace(self.finetune, direction=direction),
         )
@@ -145,17 +177,14 @@ class PipelineConfig:
             mode=self.search_mode,  # type: ignore[arg-type]
             target="B",
             device=device,
+            metric=self.search_metric,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return json_safe(
-            {
-                "teacher": dataclasses.asdict(self.teacher),
-                "supernet": self.supernet.to_dict(),
-                "finetune": self.finetune.to_dict(),
-                **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)[3:]},
-            }
-        )
+        stages = {"teacher": dataclasses.asdict(self.teacher)}
+        stages |= {name: getattr(self, name).to_dict() for name in ("distill", "supernet", "finetune")}
+        rest = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in STAGE_CONFIGS}
+        return json_safe({**stages, **rest})
 
 
 # ---------------------------------------------------------------------------------- presets
@@ -167,6 +196,7 @@ def _tiny() -> PipelineConfig:
         teacher=Pix2PixConfig(
             generator_options={"ngf": 16, "n_blocks": 2}, ndf=8, n_layers_d=2, epochs=2, decay_epochs=1, **common
         ),
+        distill=DistillConfig(ndf=8, d_layers=2, epochs=1, decay_epochs=0, **common),
         supernet=SupernetConfig(ngf=8, choices=(4, 8), ndf=8, d_layers=2, epochs=1, decay_epochs=1, **common),
         finetune=DistillConfig(ndf=8, d_layers=2, epochs=1, decay_epochs=1, **common),
         budget_macs="auto",
@@ -185,6 +215,8 @@ def _facades_cpu() -> PipelineConfig:
         teacher=Pix2PixConfig(
             generator_options={"ngf": 32, "n_blocks": 9}, ndf=32, epochs=20, decay_epochs=20, **common
         ),
+        # Table 5 gives distillation and fine-tuning the same epochs (its "Training Epochs").
+        distill=DistillConfig(ndf=32, epochs=8, decay_epochs=8, **common),
         supernet=SupernetConfig(ngf=32, choices=(8, 16, 24, 32), ndf=32, epochs=8, decay_epochs=8, **common),
         finetune=DistillConfig(ndf=32, epochs=8, decay_epochs=8, **common),
         budget_macs="auto",
@@ -200,6 +232,7 @@ def _facades_gpu() -> PipelineConfig:
     common: dict[str, Any] = {"load_size": 286, "crop_size": 256, "direction": "BtoA", "val_fraction": 0.1}
     return PipelineConfig(
         teacher=Pix2PixConfig(generator_options={"ngf": 64, "n_blocks": 9}, epochs=100, decay_epochs=100, **common),
+        distill=DistillConfig(epochs=100, decay_epochs=100, **common),
         supernet=SupernetConfig(ngf=64, epochs=100, decay_epochs=100, **common),
         finetune=DistillConfig(epochs=100, decay_epochs=100, **common),
         budget_macs="auto",
@@ -240,6 +273,35 @@ def _mark(out: Path, stage: str, summary: dict[str, Any]) -> dict[str, Any]:
     summary = json_safe(summary)
     atomic_write_json(out / stage / MARKER, {"stage": stage, "completed": True, "summary": summary})
     return summary
+
+
+def handed_on(summary: dict[str, Any], kind: str) -> str | None:
+    """The teacher stage's ``generator`` or ``discriminator`` folder the next stages start from.
+
+    A trainer's own choice when it names one (``summary[kind]``); else the one its ``select_by`` picked:
+    the last epoch's (``last_<kind>``) by default, as the reference's stages restore ``latest_net_G.pth``
+    and ``latest_net_D.pth``, the best one (``best_<kind>``) otherwise. None: no discriminator (an
+    external teacher), so the student's starts fresh.
+    """
+    named = summary.get(kind)
+    if isinstance(named, str) and Path(named).is_dir():
+        return named
+    if summary.get("external"):
+        return str(summary["best_generator"]) if kind == "generator" else None
+    keys = [f"last_{kind}", f"best_{kind}"]
+    if summary.get("select_by", "last") != "last":
+        keys.reverse()
+    for key in keys:
+        # A key the summary lacks may still be a folder of its run (pix2pix saves last_discriminator/).
+        path = summary.get(key) or (Path(summary["run"]) / key if summary.get("run") else None)
+        if path and Path(path).is_dir():
+            return str(path)
+    return None
+
+
+def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    """A trainer's summary for the stage marker: its last three history rows only."""
+    return {k: v for k, v in summary.items() if k != "history"} | {"history": summary.get("history", [])[-3:]}
 
 
 def _costs(model: torch.nn.Module, size: int) -> dict[str, int]:
@@ -303,7 +365,8 @@ def run_pipeline(
     ``cfg`` is a :class:`PipelineConfig` or a preset name. ``teacher_dir`` replaces the ``teacher`` stage
     with an existing generator folder. ``until`` stops after that stage; ``only`` runs just that one
     (its predecessors must be complete). Returns ``{"run", "stages": {stage: summary}, "ran", "skipped"}``
-    plus, once ``export`` is complete, ``"summary"`` (the contents of ``export/summary.json``).
+    plus, once ``export`` is complete, ``"summary"`` (the contents of ``export/summary.json``: costs,
+    compression, validation PSNR/SSIM, and ``lineage``, the model folders every stage started from).
     """
     if cfg is None:
         cfg = PipelineConfig()
@@ -341,36 +404,68 @@ def run_pipeline(
             stages[stage] = done
         return stages[stage]
 
+    def completed() -> dict[str, dict[str, Any]]:
+        """Every completed stage before export (``distill`` is absent from older run folders)."""
+        return {name: need(name) for name in STAGES[:-1] if name in stages or stage_done(out, name) is not None}
+
     runners: dict[str, Callable[[Path, bool], dict[str, Any]]] = {}
 
     def teacher_stage(folder: Path, resume: bool) -> dict[str, Any]:
         if teacher_dir is not None:
-            return {"external": True, "best_generator": str(Path(teacher_dir).resolve())}
+            path = str(Path(teacher_dir).resolve())
+            return {"external": True, "generator": path, "best_generator": path}
         summary = train_pix2pix(a_dir, b_dir, folder, cfg.teacher, resume=resume, device=device)
         return {"external": False, **summary}
 
-    def teacher_critic() -> str | None:
-        # The teacher's discriminator, when the teacher stage trained one (not for an external teacher).
-        path = need("teacher").get("best_discriminator")
-        return path if path and Path(path).is_dir() else None
+    def teacher_model(kind: str) -> str | None:
+        return handed_on(need("teacher"), kind)
+
+    def distill_stage(folder: Path, resume: bool) -> dict[str, Any]:
+        teacher_path, critic = teacher_model("generator"), teacher_model("discriminator")
+        assert teacher_path is not None
+        teacher = edgegan.load(teacher_path)
+        # The student the supernet will start from: its full width, seeded so a rerun builds the same one
+        # (a resumed run then restores its checkpoint over it).
+        set_seed(cfg.distill.seed)
+        student = init_gan_weights(full_width_student(teacher, cfg.supernet))  # the reference's init_net first
+        inherited = inherit_from_teacher(student, teacher)
+        summary = distill_from_folders(
+            teacher_path,
+            a_dir,
+            b_dir,
+            folder,
+            cfg.distill,
+            discriminator_dir=critic,
+            student=student,
+            resume=resume,
+            device=device,
+        )
+        init = {"teacher": teacher_path, "student": f"teacher's leading channels ({', '.join(inherited)})"}
+        return _brief(summary) | {"init": init | {"discriminator": critic or "fresh"}}
 
     def supernet_stage(folder: Path, resume: bool) -> dict[str, Any]:
-        teacher = need("teacher")["best_generator"]
-        return train_supernet_from_folders(
-            teacher,
+        teacher_path = teacher_model("generator")
+        done = need("distill")
+        student, critic = done["best_student"], done.get("last_discriminator")
+        summary = train_supernet_from_folders(
+            teacher_path,  # type: ignore[arg-type]
             a_dir,
             b_dir,
             folder,
             cfg.supernet,
-            discriminator_dir=teacher_critic(),
+            discriminator_dir=critic,
+            init_dir=student,
             resume=resume,
             device=device,
         )
+        init = {"teacher": teacher_path, "supernet": student, "discriminator": critic or "fresh"}
+        return _brief(summary) | {"init": init}
 
     def search_stage(folder: Path, resume: bool) -> dict[str, Any]:
         from edgegan.models.mobile_supernet import MobileResnetSupernet
 
-        teacher_path = need("teacher")["best_generator"]
+        teacher_path = teacher_model("generator")
+        assert teacher_path is not None
         supernet_path = need("supernet")["supernet"]
         budget = resolve_budget(cfg.budget_macs, teacher_path, cfg.search_size)
         net = edgegan.load(supernet_path, map_location=device)
@@ -381,49 +476,57 @@ def run_pipeline(
         result = search(net, _val_pairs(a_dir, b_dir, cfg), scfg, teacher=teacher)
         net.cpu()
         student = finalize_student(net, result.best_config, folder, size=cfg.search_size)
+        best = next(h for h in result.history if tuple(h["config"]) == tuple(result.best_config))
         report = {
             "budget_macs": budget,
             "budget": "auto" if isinstance(cfg.budget_macs, str) else "given",
             "size": cfg.search_size,
+            "metric": scfg.metric,
             "best_config": list(result.best_config),
             "best_score": result.best_score,
+            "best_metrics": {k: best.get(k) for k in ("psnr", "ssim", scfg.metric)},
             "best_macs": result.best_macs,
             "evaluated": result.evaluated,
             "student": student,
+            "init": {"supernet": supernet_path},
         }
         atomic_write_json(folder / "search.json", json_safe({**report, "history": result.history}))
         return report
 
     def finetune_stage(folder: Path, resume: bool) -> dict[str, Any]:
-        teacher = need("teacher")["best_generator"]
-        student = edgegan.load(need("search")["student"]["model_dir"])
+        teacher_path = teacher_model("generator")
+        student_path = need("search")["student"]["model_dir"]
+        critic = need("supernet").get("last_discriminator")
         summary = distill_from_folders(
-            teacher,
+            teacher_path,  # type: ignore[arg-type]
             a_dir,
             b_dir,
             folder,
             cfg.finetune,
-            discriminator_dir=teacher_critic(),
-            student=student,
+            discriminator_dir=critic,
+            student=edgegan.load(student_path),
             resume=resume,
             device=device,
         )
-        return {k: v for k, v in summary.items() if k != "history"} | {"history": summary["history"][-3:]}
+        init = {"teacher": teacher_path, "student": student_path, "discriminator": critic or "fresh"}
+        return _brief(summary) | {"init": init}
 
     def export_stage(folder: Path, resume: bool) -> dict[str, Any]:
         from edgegan.export.onnx import export_onnx
 
         size = cfg.search_size
-        teacher_sum, search_sum, fine_sum = need("teacher"), need("search"), need("finetune")
-        teacher = edgegan.load(teacher_sum["best_generator"])
+        teacher_path = teacher_model("generator")
+        assert teacher_path is not None
+        search_sum, fine_sum = need("search"), need("finetune")
+        teacher = edgegan.load(teacher_path)
         student = edgegan.load(fine_sum["best_student"]).eval()
         model_dir = student.save(folder / "student")
         exported = export_onnx(student, folder / "student.onnx", size=size, check=True)
         t_cost, s_cost = _costs(teacher, size), _costs(student, size)
-        last = (fine_sum.get("history") or [{}])[-1]
+        chosen = fine_sum.get("selected_metrics") or (fine_sum.get("history") or [{}])[-1]
         summary = {
             "size": size,
-            "teacher": {"path": teacher_sum["best_generator"], "arch": teacher.arch, **t_cost},
+            "teacher": {"path": teacher_path, "arch": teacher.arch, **t_cost},
             "student": {
                 "path": str(model_dir),
                 "onnx": exported.path,
@@ -438,12 +541,22 @@ def run_pipeline(
                 "macs": t_cost["macs"] / max(s_cost["macs"], 1),
                 "params": t_cost["params"] / max(s_cost["params"], 1),
             },
+            # On the validation slice of the training pairs (the fine-tune's held-out items).
             "val_psnr": {
-                "student": fine_sum.get("best_score"),
-                "teacher": last.get("teacher_val_psnr"),
-                "search_best": search_sum.get("best_score"),
+                "student": chosen.get("val_psnr"),
+                "teacher": chosen.get("teacher_val_psnr"),
+                "search_best": (search_sum.get("best_metrics") or {}).get("psnr"),
             },
-            "stages": {name: need(name) for name in STAGES[:-1]},
+            "val_ssim": {
+                "student": chosen.get("val_ssim"),
+                "teacher": chosen.get("teacher_val_ssim"),
+                "search_best": (search_sum.get("best_metrics") or {}).get("ssim"),
+            },
+            "lineage": {
+                **{name: stage.get("init") for name, stage in completed().items() if name != "teacher"},
+                "export": {"student": fine_sum["best_student"]},
+            },
+            "stages": completed(),
         }
         summary = json_safe(summary)
         atomic_write_json(folder / "summary.json", summary)
@@ -451,6 +564,7 @@ def run_pipeline(
 
     runners.update(
         teacher=teacher_stage,
+        distill=distill_stage,
         supernet=supernet_stage,
         search=search_stage,
         finetune=finetune_stage,
@@ -469,6 +583,12 @@ def run_pipeline(
             skipped.append(stage)
             emit(stage, "skip", done)
             continue
+        if stage == "distill" and stage_done(out, "supernet") is not None:
+            # The supernet it would initialise already exists (a run folder from before this stage, or
+            # seeded with another run's supernet): nothing to distil for.
+            skipped.append(stage)
+            emit(stage, "skip", None)
+            continue
         resume = folder.is_dir()
         emit(stage, "start", {"resume": resume})
         folder.mkdir(parents=True, exist_ok=True)
@@ -486,7 +606,7 @@ def run_pipeline(
 def scaled(cfg: PipelineConfig, factor: float) -> PipelineConfig:
     """A copy with every stage's epochs multiplied by ``factor`` (at least one epoch per stage)."""
     new = copy.deepcopy(cfg)
-    for stage in (new.teacher, new.supernet, new.finetune):
+    for stage in (new.teacher, new.distill, new.supernet, new.finetune):
         stage.epochs = max(1, round(stage.epochs * factor))
         stage.decay_epochs = max(0, round(stage.decay_epochs * factor))
     return new

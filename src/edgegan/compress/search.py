@@ -2,9 +2,12 @@
 
 Every candidate is a channel config ``c0..c7`` drawn from ``choices``. Candidates whose cost
 (GAN Compression's MAC convention, :func:`subnet_macs`) exceeds the budget are rejected before
-they are evaluated; the rest are scored by validation PSNR of the supernet run at that config
-(weights shared, no retraining). ``mode="evolution"`` keeps the best ``parents`` of each generation
-and breeds the next one by mutation and crossover; ``mode="random"`` samples feasible configs only.
+they are evaluated; the rest are ranked on the validation slice by the supernet run at that config
+(weights shared, no retraining), by SSIM by default (``metric``; LPIPS, FID or KID when their weights
+are present; PSNR only when asked: it rewards blur, and the paper and the reference rank by FID or
+mIoU). Every candidate's PSNR and SSIM stay in the history. ``mode="evolution"`` keeps the best
+``parents`` of each generation and breeds the next one by mutation and crossover; ``mode="random"``
+samples feasible configs only.
 The winner is extracted as a standalone ``MobileResnetGenerator`` (:func:`finalize_student`) and
 can then be fine-tuned by distillation (:func:`finetune`).
 """
@@ -23,11 +26,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from edgegan.compress.distill import to01
+from edgegan.compress.distill import LOWER_IS_BETTER, METRICS, Scorer, check_metric
 from edgegan.compress.evolution import EvolutionResult, evolve
 from edgegan.compress.supernet import extract_subnet
 from edgegan.errors import ConfigError
-from edgegan.metrics.reference import psnr
 from edgegan.models.mobile_supernet import MobileResnetSupernet
 from edgegan.profile.macs import profile_macs
 
@@ -35,6 +37,7 @@ __all__ = [
     "SearchConfig",
     "SearchResult",
     "evaluate_config",
+    "evaluate_metrics",
     "finalize_student",
     "finetune",
     "parse_macs",
@@ -46,8 +49,6 @@ SearchMode = Literal["evolution", "random"]
 Config = tuple[int, ...]
 Progress = Callable[[int, int, float], None]
 
-# Highest PSNR an evaluation reports (identical images would give inf).
-PSNR_CAP = 100.0
 # MACs are profiled at this size and scaled: each layer's output has (size / stride)^2 pixels.
 _PROXY_SIZE = 32
 
@@ -106,7 +107,7 @@ def _batch(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_config(
+def evaluate_metrics(
     supernet: MobileResnetSupernet,
     config: Sequence[int],
     val_data: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
@@ -114,8 +115,10 @@ def evaluate_config(
     target: Literal["B", "teacher"] = "B",
     teacher: nn.Module | None = None,
     device: str | torch.device = "cpu",
-) -> float:
-    """Mean validation PSNR (dB, on [0, 1] images; higher is better) of ``supernet`` run at ``config``.
+    scorer: Scorer | None = None,
+) -> dict[str, float | None]:
+    """Validation scores of ``supernet`` run at ``config``: PSNR (dB on [0, 1], capped at 100 per image),
+    SSIM, and ``scorer``'s LPIPS/FID/KID when it has one (:class:`~edgegan.compress.distill.Scorer`).
 
     ``val_data`` holds ``(input, target)`` pairs in [-1, 1] (``[3, H, W]`` or ``[N, 3, H, W]``).
     ``target="teacher"`` scores against ``teacher``'s output instead (the pair's target may be None).
@@ -128,12 +131,14 @@ def evaluate_config(
     if not val_data:
         raise ConfigError("the validation data is empty")
     dev = torch.device(device)
+    scorer = scorer or Scorer("ssim", dev)
     was_training, previous = supernet.training, supernet.active_config
     supernet.to(dev).eval()
     if teacher is not None:
         teacher.to(dev).eval()
     supernet.set_config(config)
-    scores: list[torch.Tensor] = []
+    outs: list[torch.Tensor] = []
+    refs: list[torch.Tensor] = []
     try:
         for item in val_data:
             x, y = item[0], item[1]
@@ -145,17 +150,37 @@ def evaluate_config(
                 raise ConfigError("a validation pair has no target; use target='teacher'")
             else:
                 ref = _batch(y).to(dev)
-            out = supernet(x)
-            scores.append(psnr(to01(out.float()), to01(ref.float())).double().clamp(max=PSNR_CAP).cpu())
+            outs.append(supernet(x).float())
+            refs.append(ref.float())
     finally:
         supernet.set_config(previous)
         supernet.train(was_training)
-    return float(torch.cat(scores).mean())
+    return scorer(torch.cat(outs), torch.cat(refs))
+
+
+def evaluate_config(
+    supernet: MobileResnetSupernet,
+    config: Sequence[int],
+    val_data: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
+    *,
+    metric: str = "ssim",
+    target: Literal["B", "teacher"] = "B",
+    teacher: nn.Module | None = None,
+    device: str | torch.device = "cpu",
+) -> float:
+    """One validation score of ``supernet`` run at ``config``: ``metric`` (default SSIM; higher is better for
+    SSIM and PSNR, lower for LPIPS, FID and KID). See :func:`evaluate_metrics` for the arguments."""
+    scorer = Scorer(check_metric(metric), device)
+    value = evaluate_metrics(supernet, config, val_data, target=target, teacher=teacher, device=device, scorer=scorer)
+    if value.get(metric) is None:
+        raise ConfigError(f"{metric} cannot score these images (SSIM needs at least 11 px a side)")
+    return float(value[metric])  # type: ignore[arg-type]
 
 
 @dataclass
 class SearchConfig:
-    """Settings of :func:`search`; ``budget_macs`` is in GAN Compression's convention at ``size``."""
+    """Settings of :func:`search`; ``budget_macs`` is in GAN Compression's convention at ``size``; ``metric``
+    ranks the candidates (ssim, psnr, lpips, fid or kid; the last three need their weights)."""
 
     budget_macs: int
     size: int = 256
@@ -168,8 +193,10 @@ class SearchConfig:
     mode: SearchMode = "evolution"
     target: Literal["B", "teacher"] = "B"
     device: str = "cpu"
+    metric: str = "ssim"
 
     def __post_init__(self) -> None:
+        check_metric(self.metric, "metric", METRICS)
         if isinstance(self.budget_macs, str):
             self.budget_macs = parse_macs(self.budget_macs)
         if isinstance(self.budget_macs, bool) or not isinstance(self.budget_macs, int) or self.budget_macs <= 0:
@@ -202,13 +229,16 @@ def search(
     teacher: nn.Module | None = None,
     progress: Progress | None = None,
 ) -> SearchResult:
-    """Find the config under ``cfg.budget_macs`` with the best validation PSNR (deterministic given ``cfg.seed``).
+    """Find the config under ``cfg.budget_macs`` with the best validation ``cfg.metric`` (deterministic given
+    ``cfg.seed``).
 
     Every candidate (initial, mutated or crossed over) is checked against the budget before it is
     evaluated and redrawn when over it; ConfigError if even the smallest config exceeds the budget.
     ``history`` has one entry per candidate per generation (``generation``, ``config``, ``macs``,
-    ``score``); ``evaluated`` counts distinct configs scored. ``progress(generation, generations,
-    best_score)`` is called after each generation. The search itself is :func:`edgegan.compress.evolution.evolve`.
+    ``score``, and the candidate's ``psnr``, ``ssim`` and metric); ``score`` is the metric, negated for
+    LPIPS, FID and KID so that higher is always better (``best_score`` likewise). ``evaluated`` counts
+    distinct configs scored. ``progress(generation, generations, best_score)`` is called after each
+    generation. The search itself is :func:`edgegan.compress.evolution.evolve`.
     """
     if not isinstance(supernet, MobileResnetSupernet):
         raise ConfigError(f"search needs a MobileResnetSupernet, got {type(supernet).__name__}")
@@ -217,11 +247,22 @@ def search(
     if cfg.target == "teacher" and teacher is None:
         raise ConfigError("target='teacher' needs a teacher model")
     choices = supernet._check_choices(cfg.choices)  # raises ConfigError for choices outside [1, ngf]
+    if cfg.metric in ("fid", "kid") and len(val_data) < 2:
+        raise ConfigError(f"metric {cfg.metric} needs at least 2 validation images, got {len(val_data)}")
+    scorer = Scorer(cfg.metric, cfg.device)
+    sign = -1.0 if cfg.metric in LOWER_IS_BETTER else 1.0
+    seen: dict[Config, dict[str, float | None]] = {}
 
     def score(config: Config) -> float:
-        return evaluate_config(supernet, config, val_data, target=cfg.target, teacher=teacher, device=cfg.device)
+        seen[config] = evaluate_metrics(
+            supernet, config, val_data, target=cfg.target, teacher=teacher, device=cfg.device, scorer=scorer
+        )
+        value = seen[config][cfg.metric]
+        if value is None:
+            raise ConfigError(f"{cfg.metric} cannot score these images (SSIM needs at least 11 px a side)")
+        return sign * value
 
-    return evolve(
+    result = evolve(
         [choices] * len(supernet.largest_config()),
         lambda config: subnet_macs(supernet, config, cfg.size),
         score,
@@ -234,6 +275,9 @@ def search(
         mode=cfg.mode,
         progress=progress,
     )
+    for entry in result.history:  # PSNR stays in the report, next to the metric that ranked
+        entry.update(seen[tuple(entry["config"])])
+    return result
 
 
 def finalize_student(

@@ -63,6 +63,11 @@ def search_cmd(
     parents: int = typer.Option(5, min=1, help="Best candidates kept as parents each generation."),
     mutate_prob: float = typer.Option(0.2, min=0.0, max=1.0, help="Probability of redrawing each entry."),
     mode: str = typer.Option("evolution", help="evolution or random."),
+    metric: str = typer.Option(
+        "ssim",
+        "--metric",
+        help="What ranks the candidates: ssim, psnr, lpips, fid or kid (the last 3 need weights).",
+    ),
     val_images: int = typer.Option(16, min=1, help="Validation images used to score candidates."),
     direction: str = typer.Option("AtoB", help="AtoB or BtoA."),
     seed: int = typer.Option(0, min=0, help="Random seed."),
@@ -94,6 +99,7 @@ def search_cmd(
         mode=mode,  # type: ignore[arg-type]
         target="B" if b is not None else "teacher",
         device=device,
+        metric=metric,
     )
     val = _val_pairs(a, b, size, val_images, direction)
     bar = Progress(
@@ -102,23 +108,27 @@ def search_cmd(
     task = bar.add_task("searching", total=cfg.generations)
 
     def progress(gen: int, total: int, best: float) -> None:
-        bar.update(task, description=f"generation {gen}/{total}, best {best:.2f} dB", completed=gen)
+        bar.update(task, description=f"generation {gen}/{total}, best {cfg.metric} {abs(best):.4g}", completed=gen)
 
     with bar:
         result = search(net, val, cfg, teacher=teacher_model, progress=progress)
     net.cpu()
     out.mkdir(parents=True, exist_ok=True)
     student = finalize_student(net, result.best_config, out, size=size)
+    best = next(h for h in result.history if tuple(h["config"]) == tuple(result.best_config))
     report = {
         "supernet": str(supernet),
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
         **result.to_dict(),
+        "best_metrics": {k: best.get(k) for k in ("psnr", "ssim", cfg.metric)},
         "student": student,
     }
     (out / "search.json").write_text(json.dumps(report, indent=2))
+    ssim_text = "-" if best.get("ssim") is None else f"{best['ssim']:.4f}"
     console.print(
-        f"best {'_'.join(map(str, result.best_config))}: {result.best_score:.2f} dB PSNR, "
-        f"{result.best_macs / 1e9:.3f}G MACs (budget {cfg.budget_macs / 1e9:.3f}G), {result.evaluated} evaluated"
+        f"best {'_'.join(map(str, result.best_config))} by {cfg.metric}: SSIM {ssim_text}, PSNR {best['psnr']:.2f} dB"
+        + (f", {cfg.metric} {best[cfg.metric]:.4g}" if cfg.metric not in ("ssim", "psnr") else "")
+        + f"; {result.best_macs / 1e9:.3f}G MACs (budget {cfg.budget_macs / 1e9:.3f}G), {result.evaluated} evaluated"
     )
     console.print(f"student: {student['model_dir']}  onnx: {student['onnx']} (max |diff| {student['max_abs_diff']})")
     console.print(f"report: {out / 'search.json'}")

@@ -33,8 +33,12 @@ def _print_summary(summary: dict[str, Any]) -> None:
         title=f"supernet, {summary['epochs']} epochs ({'sandwich' if summary['sandwich'] else 'one config'} per step, "
         f"{'paired' if summary['paired'] else 'pseudo-pairs'})"
     )
-    for col in ("epoch", "lr", "g_gan", "recon", "distill", "d", f"PSNR largest vs {ref}", f"PSNR smallest vs {ref}"):
+    sizes = ("largest", "smallest")
+    for col in ("epoch", "lr", "g_gan", "recon", "distill", "d"):
         t.add_column(col, justify="right")
+    for size in sizes:
+        t.add_column(f"SSIM {size} vs {ref}", justify="right")
+        t.add_column(f"PSNR {size} vs {ref}", justify="right")
     for row in summary["history"]:
         t.add_row(
             str(row["epoch"]),
@@ -43,15 +47,16 @@ def _print_summary(summary: dict[str, Any]) -> None:
             _fmt(row["recon"], ".3f"),
             _fmt(row["distill"], ".3f"),
             _fmt(row["d"], ".3f"),
-            _fmt(row.get("val_psnr_largest")),
-            _fmt(row.get("val_psnr_smallest")),
+            *(_fmt(row.get(f"val_{m}_{size}"), f) for size in sizes for m, f in (("ssim", ".4f"), ("psnr", ".2f"))),
         )
     console.print(t)
     console.print(
         f"choices {','.join(map(str, summary['choices']))}: sub-networks from {summary['smallest_params']:,} to "
         f"{summary['largest_params']:,} params (teacher {summary['teacher_params']:,})"
     )
-    console.print(f"supernet: {summary['supernet']}")
+    start = summary["init"]["arch"] if summary.get("init") else "random weights"
+    console.print(f"supernet (started from {start}; epoch {summary['best_epoch']}, select by {summary['select_by']}): ")
+    console.print(f"  {summary['supernet']}")
 
 
 @app.command("supernet")
@@ -61,7 +66,10 @@ def supernet_cmd(
     b: Path | None = typer.Option(None, "--b", help="Target (B) image folder, matched to A by file stem."),
     out: Path = typer.Option(..., "--out", help="Run folder."),
     discriminator: Path | None = typer.Option(
-        None, "--discriminator", help="The teacher's discriminator folder: training's D starts from it."
+        None, "--discriminator", help="Discriminator folder training's D starts from (the distilled student's)."
+    ),
+    init: Path | None = typer.Option(
+        None, "--init", help="Distilled student folder the supernet starts from (its leading slices)."
     ),
     ngf: int = typer.Option(64, min=1, help="Supernet width: the largest choice of every channel entry."),
     choices: str | None = typer.Option(
@@ -75,8 +83,8 @@ def supernet_cmd(
     decay_epochs: int = typer.Option(50, min=0, help="Further epochs decaying the learning rate linearly to 0."),
     unpaired: bool = typer.Option(False, "--unpaired", help="Unpaired data: the teacher's outputs are the targets."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
-    lambda_recon: float = typer.Option(10.0, help="Weight of the L1 reconstruction loss."),
-    lambda_distill: float = typer.Option(1.0, help="Weight of the feature distillation loss."),
+    lambda_recon: float = typer.Option(100.0, help="Weight of the L1 reconstruction loss (paper Table 5: 100)."),
+    lambda_distill: float = typer.Option(1.0, help="Weight of the feature distillation loss (paper Table 5: 1)."),
     gan_mode: str = typer.Option("hinge", help="GAN loss: hinge, lsgan or vanilla."),
     lr: float = typer.Option(2e-4, help="Adam learning rate (G, mappers and D)."),
     batch_size: int = typer.Option(1, min=1, help="Images per step."),
@@ -85,6 +93,9 @@ def supernet_cmd(
     direction: str = typer.Option("AtoB", help="AtoB or BtoA."),
     val_fraction: float = typer.Option(0.1, help="Share of the pairs held out for validation."),
     ndf: int = typer.Option(64, min=1, help="Width of a fresh discriminator (without --discriminator)."),
+    select_by: str = typer.Option(
+        "last", "--select-by", help="Supernet to hand on: last, or the best by ssim, psnr, lpips, fid or kid."
+    ),
     seed: int = typer.Option(0, min=0, help="Random seed."),
     device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
 ) -> None:
@@ -114,6 +125,7 @@ def supernet_cmd(
         val_fraction=val_fraction,
         seed=seed,
         ndf=ndf,
+        select_by=select_by,
     )
     bar = RunBar("training supernet", cfg.total_epochs, console)
 
@@ -125,6 +137,7 @@ def supernet_cmd(
             out,
             cfg,
             discriminator_dir=discriminator,
+            init_dir=init,
             resume=resume,
             progress=bar.update,
             device=device,

@@ -7,12 +7,21 @@ configuration ``c0..c7`` (each entry drawn from ``choices``) and trains that sub
 generator losses summed (gradients accumulated) before one optimiser step; the discriminator step sees
 the random config's output.
 
+As in the paper (appendix 6.1) and the reference's ``train_supernet.sh``, the supernet starts from a
+distilled student (``init``, restored like ``--restore_student_G_path``): every supernet tensor takes the
+leading slice of the student's tensor of the same name (:func:`~edgegan.nn.dynamic.load_leading_slices`),
+so with the student at the supernet's full width the largest sub-network *is* that student at step 0.
+Without ``init`` the supernet starts from its own random weights.
+
 The config sampler is a ``random.Random`` re-seeded from ``(seed, epoch)`` at the start of every epoch,
 and the checkpoint restores torch's RNG (data order, initialisation), so a run resumed after epoch k
 continues exactly as an uninterrupted one. Every epoch writes ``supernet/`` (an ``edgegan.load``-able
-supernet, swapped in atomically), a checkpoint with supernet, mappers, discriminator and optimisers,
-and a ``metrics.jsonl`` line with mean losses and validation PSNR of the largest and smallest
-sub-networks (against the target, or against the teacher's output for unpaired data).
+supernet, swapped in atomically), ``last_discriminator/``, a checkpoint with supernet, mappers,
+discriminator and optimisers, and a ``metrics.jsonl`` line with mean losses and validation PSNR and SSIM
+of the largest and smallest sub-networks (against the target, or against the teacher's output for
+unpaired data). The supernet handed on is the last epoch's (``select_by="last"``, the reference's
+``latest_net_G.pth``); another ``select_by`` also keeps ``best_supernet/``, the epoch with the best mean
+of the largest and smallest sub-networks' scores.
 """
 
 from __future__ import annotations
@@ -31,10 +40,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from edgegan.compress.distill import (
+    METRIC_WEIGHTS,
+    SELECT_BY,
     DistillConfig,
     DistillMapper,
     Progress,
+    Scorer,
+    better,
     check_generator,
+    check_metric,
     describe,
     distill_layers,
     distillation_loss,
@@ -43,21 +57,25 @@ from edgegan.compress.distill import (
     make_optimizers,
     make_targets,
     split_train_val,
-    to01,
 )
-from edgegan.compress.supernet import extract_subnet
+from edgegan.compress.supernet import extract_subnet, subnet_config
 from edgegan.data.datasets import PairedDataset, UnpairedDataset
 from edgegan.errors import ConfigError
 from edgegan.fileio import atomic_write_json
 from edgegan.losses import GANLoss
-from edgegan.metrics.reference import psnr
+from edgegan.models.mobile_resnet import MobileResnetGenerator
 from edgegan.models.mobile_supernet import MobileResnetSupernet
+from edgegan.nn.dynamic import load_leading_slices
+from edgegan.nn.layers import init_gan_weights
 from edgegan.registry import load
 from edgegan.runs import RunDir, check_finite, load_checkpoint, save_checkpoint, set_seed
 
 __all__ = [
     "DEFAULT_CHOICES",
     "SupernetConfig",
+    "build_supernet",
+    "full_width_student",
+    "init_supernet",
     "parse_choices",
     "train_supernet",
     "train_supernet_from_folders",
@@ -125,6 +143,7 @@ class SupernetConfig(DistillConfig):
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("channels", None)
+        d.pop("student_init", None)  # the supernet starts from train_supernet's init, not from these fields
         d["betas"] = list(self.betas)
         d["choices"] = list(self.choice_list)
         return d
@@ -139,6 +158,43 @@ def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def build_supernet(teacher: nn.Module, cfg: SupernetConfig) -> MobileResnetSupernet:
+    """The ``MobileResnetSupernet`` :func:`train_supernet` trains for ``teacher``: width ``cfg.ngf``, the
+    teacher's channels in and out, norm and padding, and ``cfg.n_blocks`` (None: the teacher's) blocks."""
+    t_cfg = getattr(teacher, "config", None)
+    n_blocks = cfg.n_blocks if cfg.n_blocks is not None else len(getattr(teacher, "blocks", ()))
+    return MobileResnetSupernet(
+        input_nc=int(getattr(t_cfg, "input_nc", 3)),
+        output_nc=int(getattr(t_cfg, "output_nc", 3)),
+        ngf=cfg.ngf,
+        n_blocks=n_blocks,
+        norm=getattr(t_cfg, "norm", "instance"),
+        padding_type=getattr(t_cfg, "padding_type", "reflect"),
+    )
+
+
+def full_width_student(teacher: nn.Module, cfg: SupernetConfig) -> MobileResnetGenerator:
+    """A fresh ``MobileResnetGenerator`` shaped like the largest sub-network of :func:`build_supernet`: the
+    student to distil first, which then initialises the supernet (the reference: student_ngf = supernet ngf)."""
+    template = build_supernet(teacher, cfg)
+    return MobileResnetGenerator(subnet_config(template, template.largest_config()))
+
+
+@torch.no_grad()
+def init_supernet(supernet: MobileResnetSupernet, student: nn.Module) -> None:
+    """Load ``student``'s weights into ``supernet``: each supernet tensor takes the leading slice of the
+    same-named student tensor. ConfigError when the two differ in layout or the student is narrower."""
+    s_cfg, n_cfg = getattr(student, "config", None), supernet.config
+    for key in ("input_nc", "output_nc", "n_blocks", "norm", "padding_type", "residual"):
+        mine, theirs = getattr(n_cfg, key, False), getattr(s_cfg, key, False)
+        if mine != theirs:
+            raise ConfigError(f"the student that initialises the supernet has {key}={theirs!r}, the supernet {mine!r}")
+    try:
+        load_leading_slices(supernet, student)
+    except ValueError as exc:
+        raise ConfigError(f"cannot initialise the supernet from the student: {exc}") from None
+
+
 def train_supernet(
     teacher: nn.Module,
     data: Dataset[Any],
@@ -146,6 +202,7 @@ def train_supernet(
     cfg: SupernetConfig,
     *,
     discriminator: nn.Module | None = None,
+    init: nn.Module | None = None,
     resume: bool = False,
     progress: Progress | None = None,
     device: str | torch.device = "cpu",
@@ -155,12 +212,16 @@ def train_supernet(
     ``data`` yields ``"A"`` (input) and, when ``cfg.paired``, ``"B"`` (target) items; unpaired targets
     are the teacher's outputs. Writes into run folder ``out``: ``config.yaml``, ``metrics.jsonl`` (one
     line per epoch: ``lr``, mean ``g_gan``/``recon``/``distill`` per trained config, ``d``, and
-    ``val_psnr_largest``/``val_psnr_smallest``), ``checkpoints/``, ``supernet/`` and ``summary.json``.
-    The teacher is frozen; ``discriminator`` (the teacher's) is copied, never modified.
+    ``val_{psnr,ssim}_{largest,smallest}``), ``checkpoints/``, ``supernet/`` (the last epoch's),
+    ``best_supernet/`` (with a ``select_by`` other than ``last``), ``last_discriminator/`` and
+    ``summary.json`` (``supernet`` is the one ``select_by`` picks). ``init`` (a distilled student,
+    :func:`full_width_student`) gives the starting weights (:func:`init_supernet`). The teacher is
+    frozen; ``discriminator`` (the distilled student's, or the teacher's) is copied, never modified.
     """
     if not isinstance(cfg, SupernetConfig):
         raise ConfigError(f"cfg must be a SupernetConfig, got {type(cfg).__name__}")
     check_generator(teacher, "teacher")
+    check_metric(cfg.select_by, "select_by", SELECT_BY)
     n_items = len(data)  # type: ignore[arg-type]
     if n_items < 1:
         raise ConfigError("the data set is empty")
@@ -173,21 +234,17 @@ def train_supernet(
     t_cfg = getattr(teacher, "config", None)
     input_nc = int(getattr(t_cfg, "input_nc", 3))
     output_nc = int(getattr(t_cfg, "output_nc", 3))
-    n_blocks = cfg.n_blocks if cfg.n_blocks is not None else len(getattr(teacher, "blocks", ()))
-    supernet = MobileResnetSupernet(
-        input_nc=input_nc,
-        output_nc=output_nc,
-        ngf=cfg.ngf,
-        n_blocks=n_blocks,
-        norm=getattr(t_cfg, "norm", "instance"),
-        padding_type=getattr(t_cfg, "padding_type", "reflect"),
-    ).to(dev)
-    supernet.train()
+    # Without init the supernet keeps its dynamic layers' own initialisation: init_gan_weights (N(0, 0.02))
+    # only knows the static torch layers.
+    supernet = build_supernet(teacher, cfg)
+    if init is not None:
+        init_supernet(supernet, init)
+    supernet = supernet.to(dev).train()
     choices = list(cfg.choice_list)
     largest = supernet.largest_config()
     smallest = supernet.smallest_config(choices)
     names = distill_layers(teacher, supernet)
-    mapper = DistillMapper.for_models(teacher, supernet).to(dev)
+    mapper = init_gan_weights(DistillMapper.for_models(teacher, supernet)).to(dev)
     d, conditional = make_discriminator(discriminator, input_nc, output_nc, cfg.ndf, cfg.d_layers, dev)
 
     def d_input(a: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
@@ -204,18 +261,23 @@ def train_supernet(
     # ---- data
     train_set, val_set = split_train_val(data, n_items, cfg)
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=0)
+    # select_by ranks epochs by the mean of the largest and smallest sub-networks' scores (None: the last epoch).
+    selection = None if cfg.select_by == "last" else cfg.select_by
+    scorer = Scorer(selection or "ssim", dev)
+    if selection in ("fid", "kid") and (val_set is None or len(val_set) < 2):
+        raise ConfigError(f"select_by {selection} needs at least 2 validation items; raise val_fraction")
 
     # ---- run folder, resume
     run_config = {
         "supernet_train": cfg.to_dict(),
         "teacher": describe(teacher),
-        "supernet": describe(supernet),
-        "discriminator": {**describe(d), "from_teacher": discriminator is not None},
+        "supernet": {**describe(supernet), "init": describe(init) if init is not None else None},
+        "discriminator": {**describe(d), "inherited": discriminator is not None},
         "data": {"items": n_items, "train": len(train_set), "val": len(val_set) if val_set is not None else 0},
     }
     run = RunDir(out, run_config, resume=resume)
     ckpt = load_checkpoint(run, **objs, map_location=dev)
-    state: dict[str, Any] = {"history": []}
+    state: dict[str, Any] = {"history": [], "best": None, "best_epoch": None}
     if ckpt is not None and isinstance(ckpt.extra, dict):
         state.update(ckpt.extra)
     start = ckpt.step if ckpt else 0
@@ -282,31 +344,50 @@ def train_supernet(
         sched_d.step()
 
         val = {
-            "val_psnr_largest": _validate(teacher, supernet, largest, val_set, cfg, dev),
-            "val_psnr_smallest": _validate(teacher, supernet, smallest, val_set, cfg, dev),
+            **_validate(teacher, supernet, largest, "largest", val_set, cfg, dev, scorer),
+            **_validate(teacher, supernet, smallest, "smallest", val_set, cfg, dev, scorer),
         }
         row = {"epoch": epoch, "lr": lr, **{k: v / max(n_batches, 1) for k, v in sums.items()}, **val}
         run.log(epoch, **row)
         state["history"].append(row)
+        pair = [val.get(f"val_{selection}_{size}") for size in ("largest", "smallest")] if selection else [None]
+        score = None if None in pair else sum(pair) / len(pair)  # type: ignore[arg-type]
+        improved = score is None or better(cfg.select_by, score, state["best"])
+        if improved:
+            state["best"], state["best_epoch"] = score, epoch
         supernet.set_config(largest)
         supernet.save(out / "supernet")
+        if improved and selection is not None:
+            supernet.save(out / "best_supernet")
+        d.save(out / "last_discriminator")  # the fine-tune's critic starts from it (reference: latest_net_D)
         save_checkpoint(run, epoch, **objs, extra=json_safe(state), keep=2)
 
     supernet.set_config(largest)
     if not (out / "supernet").is_dir():  # resumed a finished run whose folder was removed
         supernet.save(out / "supernet")
+    if not (out / "last_discriminator").is_dir():
+        d.save(out / "last_discriminator")
+    chosen = out / ("supernet" if selection is None else "best_supernet")
+    if not chosen.is_dir():
+        supernet.save(chosen)
     summary = {
         "run": str(out),
         "epochs": cfg.total_epochs,
         "resumed_from": start if ckpt is not None else None,
         "paired": cfg.paired,
         "val_reference": "target" if cfg.paired else "teacher",
+        "select_by": cfg.select_by,
+        "best_epoch": state["best_epoch"],
+        "best_score": state["best"],
+        "init": describe(init) if init is not None else None,
         "sandwich": cfg.sandwich,
         "ngf": cfg.ngf,
         "choices": choices,
         "largest_config": list(largest),
         "smallest_config": list(smallest),
-        "supernet": str(out / "supernet"),
+        "supernet": str(chosen),
+        "last_supernet": str(out / "supernet"),
+        "last_discriminator": str(out / "last_discriminator"),
         "layers": names,
         "teacher_params": _count(teacher),
         "largest_params": _count(extract_subnet(supernet, largest)),
@@ -322,28 +403,32 @@ def _validate(
     teacher: nn.Module,
     supernet: MobileResnetSupernet,
     config: Sequence[int],
+    size: str,
     val_set: Dataset[Any] | None,
     cfg: SupernetConfig,
     dev: torch.device,
-) -> float | None:
-    """Mean PSNR (dB, capped at 100) of the sub-network at ``config`` vs the target (paired) or the teacher."""
+    scorer: Scorer,
+) -> dict[str, float | None]:
+    """``val_<metric>_<size>``: PSNR, SSIM (and ``select_by``'s LPIPS/FID/KID) of the sub-network at
+    ``config`` against the target (paired) or the teacher's output."""
+    names = ["psnr", "ssim"] + ([cfg.select_by] if cfg.select_by in METRIC_WEIGHTS else [])
     if val_set is None:
-        return None
+        return {f"val_{n}_{size}": None for n in names}
     was_training = supernet.training
     active = supernet.active_config
     supernet.set_config(config)
     supernet.eval()
-    scores = []
+    outs, refs = [], []
     try:
         for batch in DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, num_workers=0):
             a = batch["A"].to(dev)
-            t_out = teacher(a)
-            reference = make_targets(batch, t_out, cfg.paired)
-            scores.append(psnr(to01(supernet(a)), to01(reference)))
+            refs.append(make_targets(batch, teacher(a), cfg.paired))
+            outs.append(supernet(a))
     finally:
         supernet.train(was_training)
         supernet.set_config(active)
-    return float(torch.cat(scores).double().clamp(max=100.0).mean())
+    scores = scorer(torch.cat(outs), torch.cat(refs))
+    return {f"val_{n}_{size}": scores[n] for n in names}
 
 
 def train_supernet_from_folders(
@@ -354,11 +439,13 @@ def train_supernet_from_folders(
     cfg: SupernetConfig,
     *,
     discriminator_dir: str | os.PathLike[str] | None = None,
+    init_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
     progress: Progress | None = None,
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
-    """:func:`train_supernet` with the teacher (and optionally its discriminator) loaded from model folders.
+    """:func:`train_supernet` with the teacher (and optionally a discriminator and the student that
+    initialises the supernet, ``init_dir``) loaded from model folders.
 
     Paired: ``a_dir``/``b_dir`` images matched by file stem. Unpaired (``cfg.paired=False``): the inputs
     are ``a_dir``'s images (``b_dir``'s with ``direction="BtoA"``); ``b_dir`` may be None.
@@ -379,6 +466,17 @@ def train_supernet_from_folders(
             raise ConfigError("direction BtoA takes the inputs from the B folder; give one")
         kw["direction"] = "AtoB"
         data = UnpairedDataset.from_folders(inputs, inputs, serial_b=True, **kw)
+    init = load(init_dir) if init_dir is not None else None
+    if init is not None and not isinstance(init, MobileResnetGenerator | MobileResnetSupernet):
+        raise ConfigError(f"{init_dir} holds a {init.arch}; the supernet starts from a mobile_resnet_generator")
     return train_supernet(
-        teacher, data, out, cfg, discriminator=discriminator, resume=resume, progress=progress, device=device
+        teacher,
+        data,
+        out,
+        cfg,
+        discriminator=discriminator,
+        init=init,
+        resume=resume,
+        progress=progress,
+        device=device,
     )

@@ -6,10 +6,24 @@ one batch, a discriminator step, a generator step.
 
 * :func:`train_pix2pix` -- a generator conditioned on the input image, a conditional PatchGAN that
   sees ``concat(input, image)``, GAN + lambda * L1 loss. A held-out validation slice is scored with
-  PSNR/SSIM after every epoch and the best generator is kept.
+  PSNR/SSIM (and LPIPS/FID/KID when ``select_by`` asks for one) after every epoch.
 * :func:`train_cyclegan` -- two ResNet generators ``G_A: A -> B`` and ``G_B: B -> A``, two PatchGANs,
   LSGAN loss, cycle consistency and identity losses, and an :class:`ImagePool` of past fakes for the
-  discriminators. There is no ground truth, so the last generators are kept.
+  discriminators. There is no ground truth: ``select_by`` ``fid``/``kid`` score ``valA``/``valB``.
+
+The generator handed on (``best_generator/``, CycleGAN's ``G_A/``/``G_B/``) is the last epoch's by default
+(``select_by="last"``), as the reference passes its latest generator to the next stage; ``select_by`` may
+instead keep the best epoch by SSIM, PSNR, LPIPS, FID or KID. PSNR rewards blur (issue 13: on facades a
+single constant image outscored every trained model), so it is logged but never the default chooser.
+
+The generators are the papers' by default; for tasks that change the global colour, pass the ResNet
+generators' ``residual`` and ``input_skip`` options in ``generator_options`` (:mod:`edgegan.models.resnet` has
+the measurements). As in the references (``init_weights(net, "normal", 0.02)``), a fresh run initialises G and D with
+:func:`~edgegan.nn.layers.init_gan_weights`. The PatchGAN's depth is ``n_layers_d``; ``"auto"`` keeps the
+reference's 3 layers (70×70 patches) at crops of 128 px and up and uses fewer at smaller crops (2 layers,
+34×34 patches, at 64 px), where a 70×70 patch would see the whole crop
+(:func:`~edgegan.models.discriminators.patch_layers_for`); the choice is written to ``config.yaml`` under
+``discriminator`` and returned in the summary.
 
 Both use Adam, a constant learning rate for ``epochs`` epochs and then a linear decay to 0 over
 ``decay_epochs`` more (:func:`linear_decay`). After every epoch the losses (and validation metrics)
@@ -23,15 +37,17 @@ Output folder::
 
     out/
         config.yaml  metrics.jsonl  checkpoints/
-        best_generator/  last_generator/      pix2pix (edgegan.load-able model folders)
+        best_generator/  last_generator/      pix2pix (edgegan.load-able model folders); best = the selected one
         best_discriminator/ last_discriminator/  its critic, which distillation starts from
-        G_A/  G_B/                            CycleGAN
+        G_A/  G_B/                            CycleGAN, the selected generators
+        last_G_A/  last_G_B/                  CycleGAN, the last ones (only when select_by is not "last")
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import math
 import os
 from collections.abc import Callable, Iterable
@@ -44,6 +60,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 import edgegan
+from edgegan.compress.distill import METRIC_WEIGHTS, SELECT_BY, Scorer, better, check_metric
 from edgegan.compress.distributed import (
     all_reduce_mean,
     barrier,
@@ -58,8 +75,9 @@ from edgegan.compress.distributed import (
 from edgegan.data.datasets import PairedDataset, UnpairedDataset, split_validation, subset
 from edgegan.errors import ConfigError
 from edgegan.losses import GANLoss, l1_loss
-from edgegan.metrics.reference import paired_metrics
-from edgegan.registry import get_architecture
+from edgegan.models.discriminators import patch_layers_for, patch_receptive_field
+from edgegan.nn.layers import init_gan_weights
+from edgegan.registry import EdgeModel, get_architecture
 from edgegan.runs import RunDir, check_finite, load_checkpoint, save_checkpoint, set_seed
 
 __all__ = [
@@ -79,9 +97,10 @@ ProgressFn = Callable[[int, int, dict[str, float]], None]
 
 GENERATORS: tuple[str, ...] = ("resnet_generator", "unet_generator", "mobile_resnet_generator")
 PIX2PIX_GAN_MODES: tuple[str, ...] = ("hinge", "vanilla", "lsgan")
-VAL_METRICS: tuple[str, ...] = ("psnr", "ssim")
-PSNR_CAP_DB = 100.0  # a perfect reconstruction has infinite PSNR; cap it so averages stay finite
+CYCLEGAN_SELECT_BY: tuple[str, ...] = ("last", "fid", "kid")  # no pairs: only distribution metrics
 KEEP_CHECKPOINTS = 2
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- configs
@@ -104,16 +123,29 @@ def _check_schedule(cfg: Any) -> None:
             raise ConfigError(f"{name} must be in [0, 1), got {getattr(cfg, name)!r}")
     if not isinstance(cfg.generator_options, dict):
         raise ConfigError(f"generator_options must be a dict, got {type(cfg.generator_options).__name__}")
+    n = cfg.n_layers_d
+    if n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ConfigError(f"n_layers_d must be a positive int or 'auto', got {n!r}")
+
+
+def d_layers(cfg: Any) -> int:
+    """The PatchGAN depth a config asks for: ``n_layers_d``, or for ``"auto"`` the one sized to the crop."""
+    return patch_layers_for(cfg.crop_size) if cfg.n_layers_d == "auto" else int(cfg.n_layers_d)
 
 
 @dataclass
 class Pix2PixConfig:
-    """pix2pix recipe. ``epochs`` at constant ``lr``, then ``decay_epochs`` of linear decay to 0."""
+    """pix2pix recipe. ``epochs`` at constant ``lr``, then ``decay_epochs`` of linear decay to 0.
+
+    ``n_layers_d``: PatchGAN depth, or ``"auto"`` (sized to ``crop_size``, see the module docs). ``select_by``:
+    which epoch's generator ``best_generator/`` holds, ``last`` or the best on the validation slice by
+    ``ssim``, ``psnr``, ``lpips``, ``fid`` or ``kid`` (the last three need their weights).
+    """
 
     generator: str = "resnet_generator"
     generator_options: dict[str, Any] = field(default_factory=dict)
     ndf: int = 64
-    n_layers_d: int = 3
+    n_layers_d: int | str = "auto"
     gan_mode: str = "hinge"
     lambda_l1: float = 100.0
     lr: float = 2e-4
@@ -127,15 +159,14 @@ class Pix2PixConfig:
     direction: str = "AtoB"
     val_fraction: float = 0.1
     seed: int = 0
-    val_metric: str = "psnr"
+    select_by: str = "last"
 
     def __post_init__(self) -> None:
         if self.generator not in GENERATORS:
             raise ConfigError(f"generator must be one of {', '.join(GENERATORS)}, got {self.generator!r}")
         if self.gan_mode not in PIX2PIX_GAN_MODES:
             raise ConfigError(f"gan_mode must be one of {', '.join(PIX2PIX_GAN_MODES)}, got {self.gan_mode!r}")
-        if self.val_metric not in VAL_METRICS:
-            raise ConfigError(f"val_metric must be one of {', '.join(VAL_METRICS)}, got {self.val_metric!r}")
+        check_metric(self.select_by, "select_by", SELECT_BY)
         if not self.lambda_l1 >= 0:
             raise ConfigError(f"lambda_l1 must be >= 0, got {self.lambda_l1!r}")
         _check_schedule(self)
@@ -146,11 +177,14 @@ class CycleGANConfig:
     """CycleGAN recipe: ResNet generators (``generator_options`` e.g. ``ngf``, ``n_blocks``), LSGAN.
 
     The identity loss weight is ``lambda_identity * lambda_cycle``; ``pool_size`` 0 disables the pool.
+    ``n_layers_d`` as in :class:`Pix2PixConfig`. ``select_by``: ``last``, or ``fid``/``kid`` (needs the
+    Inception weights and ``valA``/``valB`` folders: ``G_A(valA)`` is scored against ``valB`` and
+    ``G_B(valB)`` against ``valA``, and the epoch with the lower sum is kept).
     """
 
     generator_options: dict[str, Any] = field(default_factory=dict)
     ndf: int = 64
-    n_layers_d: int = 3
+    n_layers_d: int | str = "auto"
     gan_mode: str = "lsgan"
     lambda_cycle: float = 10.0
     lambda_identity: float = 0.5
@@ -165,8 +199,10 @@ class CycleGANConfig:
     crop_size: int = 256
     direction: str = "AtoB"
     seed: int = 0
+    select_by: str = "last"
 
     def __post_init__(self) -> None:
+        check_metric(self.select_by, "select_by", CYCLEGAN_SELECT_BY)
         if self.gan_mode not in PIX2PIX_GAN_MODES:
             raise ConfigError(f"gan_mode must be one of {', '.join(PIX2PIX_GAN_MODES)}, got {self.gan_mode!r}")
         if not self.lambda_cycle >= 0 or not self.lambda_identity >= 0:
@@ -280,23 +316,43 @@ def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _to_unit(x: Tensor) -> Tensor:
-    """[-1, 1] images -> [0, 1], as the reference metrics expect."""
-    return ((x.float() + 1) / 2).clamp(0, 1)
+def _selects(select_by: str, score: float | None, best_metric: float | None, best_epoch: int | None) -> bool:
+    """Whether this epoch's generator becomes the selected one: always for ``last``; else when its score
+    beats the best so far (or nothing is selected yet, e.g. every score so far was not finite)."""
+    if select_by == "last" or best_epoch is None:
+        return True
+    return score is not None and better(select_by, score, best_metric)
+
+
+def _discriminator(input_nc: int, cfg: Any, device: torch.device) -> EdgeModel:
+    return edgegan.build("patch_discriminator", input_nc=input_nc, ndf=cfg.ndf, n_layers=d_layers(cfg)).to(device)
+
+
+def _describe_d(cfg: Any) -> dict[str, Any]:
+    """What the run log records about the discriminator: depth, patch side, and whether ``auto`` chose it."""
+    n = d_layers(cfg)
+    return {"n_layers": n, "patch": patch_receptive_field(n), "auto": cfg.n_layers_d == "auto"}
+
+
+def _log_d(d: dict[str, Any], crop_size: int) -> None:
+    how = f"auto at {crop_size} px crops" if d["auto"] else "n_layers_d"
+    log.info("discriminator: %d-layer PatchGAN, %dx%d patches (%s)", d["n_layers"], d["patch"], d["patch"], how)
 
 
 @torch.no_grad()
-def _validate(generator: nn.Module, loader: DataLoader[Any], device: torch.device) -> dict[str, float]:
-    """Mean PSNR (capped at 100 dB) and SSIM of ``G(input)`` against the target, on [0, 1] images."""
+def _validate(
+    generator: nn.Module, loader: DataLoader[Any], device: torch.device, scorer: Scorer, select_by: str
+) -> dict[str, float]:
+    """PSNR (capped at 100 dB) and SSIM of ``G(input)`` against the target, and ``select_by``'s LPIPS/FID/KID
+    when it asks for one, over the whole validation slice."""
     generator.eval()
-    scores: dict[str, list[Tensor]] = {"psnr": [], "ssim": []}
+    fakes, targets = [], []
     for batch in loader:
-        fake = generator(batch["A"].to(device))
-        m = paired_metrics(_to_unit(batch["B"].to(device)), _to_unit(fake))
-        scores["psnr"].append(m["psnr"].clamp(max=PSNR_CAP_DB).cpu())
-        scores["ssim"].append(m["ssim"].cpu())
+        fakes.append(generator(batch["A"].to(device)).float().cpu())
+        targets.append(batch["B"].float())
     generator.train()
-    return {f"val_{k}": float(torch.cat(v).mean()) for k, v in scores.items()}
+    scores = scorer(torch.cat(fakes), torch.cat(targets), extra=select_by in METRIC_WEIGHTS)
+    return {f"val_{k}": float(v) for k, v in scores.items() if v is not None}
 
 
 # --------------------------------------------------------------------------- pix2pix
@@ -331,11 +387,13 @@ def train_pix2pix(
     """Train a pix2pix teacher on pairs matched by file stem in ``a_dir``/``b_dir`` (or on aligned
     ``A|B`` images in ``data_root``, passing ``None`` for both folders); see the module docs.
 
-    Returns ``{"run", "epochs", "epochs_run", "resumed_from", "val_metric", "best_epoch",
-    "best_metric", "best_generator", "last_generator", "last_metrics"}``. Without a validation slice
-    (``val_fraction`` 0, or a single pair) the best generator is the last one and ``best_metric``
-    is None. Raises :class:`~edgegan.errors.EdgeganError` subclasses for bad input, before the run
-    folder is touched, and :class:`~edgegan.errors.NonFiniteError` if a loss becomes NaN/inf.
+    Returns ``{"run", "epochs", "epochs_run", "resumed_from", "select_by", "best_epoch", "best_metric",
+    "best_generator", "last_generator", "best_discriminator", "discriminator", "last_metrics"}``;
+    ``best_generator`` is the generator ``cfg.select_by`` picked (the last epoch's for ``last``, and then
+    ``best_metric`` is None) and ``discriminator`` says how deep the PatchGAN is. A metric other than ``last``
+    needs a validation slice (``val_fraction`` > 0; two pairs or more for FID and KID). Raises
+    :class:`~edgegan.errors.EdgeganError` subclasses for bad input, before the run folder is touched, and
+    :class:`~edgegan.errors.NonFiniteError` if a loss becomes NaN/inf.
     """
     cfg = cfg or Pix2PixConfig()
     cfg = dataclasses.replace(cfg, generator_options=_typed_options(cfg.generator, cfg.generator_options))
@@ -349,6 +407,12 @@ def train_pix2pix(
     # Under torchrun each rank trains on its shard of the training slice.
     train_full, eval_full = _pix2pix_data(a_dir, b_dir, data_root, cfg)
     train_idx, val_idx = split_validation(len(train_full), cfg.val_fraction, cfg.seed)
+    need = {"last": 0, "fid": 2, "kid": 2}.get(cfg.select_by, 1)  # FID/KID compare two sets of >= 2 images
+    if len(val_idx) < need:
+        raise ConfigError(
+            f"select_by {cfg.select_by} needs at least {need} validation pair(s), got {len(val_idx)}; "
+            "raise val_fraction (or use last)"
+        )
     train_set = subset(train_full, train_idx)
     sampler = distributed_sampler(train_set, dist_info, shuffle=True, seed=cfg.seed)
     if sampler is None:
@@ -357,10 +421,13 @@ def train_pix2pix(
         train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=0)
     val_loader = DataLoader(subset(eval_full, val_idx), batch_size=cfg.batch_size) if val_idx else None
 
-    # Models, losses, optimizers; everything random is seeded here and restored on resume.
+    scorer = Scorer("ssim" if cfg.select_by in ("last", "psnr") else cfg.select_by, device=device)
+
+    # Models, losses, optimizers; everything random is seeded here and restored on resume. A fresh run
+    # starts from the references' N(0, 0.02) init; a resumed one then loads its checkpoint over it.
     set_seed(cfg.seed)
-    G = edgegan.build(cfg.generator, **cfg.generator_options).to(device)
-    D = edgegan.build("patch_discriminator", input_nc=6, ndf=cfg.ndf, n_layers=cfg.n_layers_d).to(device)
+    G = init_gan_weights(edgegan.build(cfg.generator, **cfg.generator_options)).to(device)
+    D = init_gan_weights(_discriminator(6, cfg, device))
     gan_loss = GANLoss(cfg.gan_mode)  # type: ignore[arg-type]
     opt_g, opt_d = _adam(G.parameters(), cfg), _adam(D.parameters(), cfg)
     sched_g, sched_d = _scheduler(opt_g, cfg), _scheduler(opt_d, cfg)
@@ -370,14 +437,18 @@ def train_pix2pix(
         "schedulers": {"G": sched_g, "D": sched_d},
     }
 
+    d_info = _describe_d(cfg)
     run_config = {
         "recipe": "pix2pix",
         "data": {"a_dir": _resolved(a_dir), "b_dir": _resolved(b_dir), "data_root": _resolved(data_root)},
         "train": cfg,
+        "discriminator": d_info,
     }
     # Only the main rank owns the run folder; every rank restores the checkpoint on resume.
     run = run_on_main(lambda: RunDir(out, run_config, resume=resume), dist_info)
     run_ref = run if run is not None else out  # where the last good checkpoint is, for error messages
+    if main:
+        _log_d(d_info, cfg.crop_size)
     ckpt = load_checkpoint(run_ref, **state) if resume else None
     start_epoch = ckpt.step if ckpt else 0
     best = (ckpt.extra or {}) if ckpt else {}
@@ -441,13 +512,13 @@ def train_pix2pix(
         metrics = {k: all_reduce_mean(v, dist_info) for k, v in _mean(totals, n_batches).items()}
         metrics["lr"] = lr
         if val_loader is not None:
-            metrics.update(broadcast_object(_validate(G, val_loader, device) if main else {}, dist_info))
-            score = metrics[f"val_{cfg.val_metric}"]
-            improved = best_metric is None or score > best_metric
-        else:
-            score, improved = None, True
+            scores = _validate(G, val_loader, device, scorer, cfg.select_by) if main else {}
+            metrics.update(broadcast_object(scores, dist_info))
+        # The generator handed on: the last one, or the best so far by select_by's metric.
+        score = None if cfg.select_by == "last" else _finite_or_none(metrics.get(f"val_{cfg.select_by}"))
+        improved = _selects(cfg.select_by, score, best_metric, best_epoch)
         if improved:
-            best_epoch, best_metric = epoch, _finite_or_none(score)
+            best_epoch, best_metric = epoch, score
         if run is not None:
             run.log(epoch, epoch=epoch, **metrics)
             if improved:
@@ -471,12 +542,13 @@ def train_pix2pix(
         "epochs": total_epochs,
         "epochs_run": total_epochs - start_epoch,
         "resumed_from": start_epoch if ckpt else None,
-        "val_metric": cfg.val_metric if val_loader is not None else None,
+        "select_by": cfg.select_by,
         "best_epoch": best_epoch,
         "best_metric": best_metric,
         "best_generator": str(best_dir),
         "last_generator": str(last_dir),
         "best_discriminator": str(out / "best_discriminator"),
+        "discriminator": d_info,
         "last_metrics": metrics,
     }
 
@@ -496,7 +568,9 @@ def train_cyclegan(
     """Train CycleGAN teachers on ``root/trainA`` and ``root/trainB``; see the module docs.
 
     ``G_A`` maps A to B, ``G_B`` maps B to A (``direction="BtoA"`` swaps the folders). Returns
-    ``{"run", "epochs", "epochs_run", "resumed_from", "G_A", "G_B", "last_metrics"}``.
+    ``{"run", "epochs", "epochs_run", "resumed_from", "select_by", "best_epoch", "best_metric", "G_A", "G_B",
+    "last_G_A", "last_G_B", "discriminator", "last_metrics"}``; ``G_A``/``G_B`` are the generators
+    ``cfg.select_by`` picked (the last ones for ``last``, and then ``last_G_*`` name the same folders).
     """
     cfg = cfg or CycleGANConfig()
     cfg = dataclasses.replace(cfg, generator_options=_typed_options("resnet_generator", cfg.generator_options))
@@ -509,12 +583,13 @@ def train_cyclegan(
         root, phase="train", direction=cfg.direction, load_size=cfg.load_size, crop_size=cfg.crop_size
     )
     loader = _train_loader(dataset, cfg.batch_size)
+    scorer = _CycleGANScorer(root, cfg, device) if cfg.select_by != "last" else None
 
     set_seed(cfg.seed)
-    G_A = edgegan.build("resnet_generator", **cfg.generator_options).to(device)  # A -> B
-    G_B = edgegan.build("resnet_generator", **cfg.generator_options).to(device)  # B -> A
-    D_A = edgegan.build("patch_discriminator", input_nc=3, ndf=cfg.ndf, n_layers=cfg.n_layers_d).to(device)  # real B?
-    D_B = edgegan.build("patch_discriminator", input_nc=3, ndf=cfg.ndf, n_layers=cfg.n_layers_d).to(device)  # real A?
+    G_A = init_gan_weights(edgegan.build("resnet_generator", **cfg.generator_options)).to(device)  # A -> B
+    G_B = init_gan_weights(edgegan.build("resnet_generator", **cfg.generator_options)).to(device)  # B -> A
+    D_A = init_gan_weights(_discriminator(3, cfg, device))  # real B?
+    D_B = init_gan_weights(_discriminator(3, cfg, device))  # real A?
     gan_loss = GANLoss(cfg.gan_mode)  # type: ignore[arg-type]
     opt_g = _adam(itertools.chain(G_A.parameters(), G_B.parameters()), cfg)
     opt_d = _adam(itertools.chain(D_A.parameters(), D_B.parameters()), cfg)
@@ -526,10 +601,16 @@ def train_cyclegan(
         "schedulers": {"G": sched_g, "D": sched_d, "pool_A": pool_a, "pool_B": pool_b},
     }
 
-    run_config = {"recipe": "cyclegan", "data": {"root": _resolved(root)}, "train": cfg}
+    d_info = _describe_d(cfg)
+    run_config = {"recipe": "cyclegan", "data": {"root": _resolved(root)}, "train": cfg, "discriminator": d_info}
     run = RunDir(out, run_config, resume=resume)
+    _log_d(d_info, cfg.crop_size)
     ckpt = load_checkpoint(run, **state) if resume else None
     start_epoch = ckpt.step if ckpt else 0
+    best = (ckpt.extra or {}) if ckpt else {}
+    best_epoch: int | None = best.get("best_epoch")
+    best_metric: float | None = best.get("best_metric")
+    last_a, last_b = (out / "G_A", out / "G_B") if cfg.select_by == "last" else (out / "last_G_A", out / "last_G_B")
     metrics: dict[str, float] = {}
 
     for net in (G_A, G_B, D_A, D_B):
@@ -587,12 +668,25 @@ def train_cyclegan(
         sched_g.step()
         sched_d.step()
 
-        # No ground truth to validate against: log the losses and keep the latest generators.
+        # No ground truth: keep the latest generators, or the pair whose outputs are nearest the other
+        # domain's validation images (valA/valB, held out by the user; never the test folders) by FID/KID (select_by).
         metrics = {**_mean(totals, n_batches), "lr": lr}
+        score = None
+        if scorer is not None:
+            metrics.update(scorer(G_A, G_B))
+            score = _finite_or_none(metrics[f"val_{cfg.select_by}"])
+        improved = _selects(cfg.select_by, score, best_metric, best_epoch)
+        if improved:
+            best_epoch, best_metric = epoch, score
         run.log(epoch, epoch=epoch, **metrics)
-        G_A.save(out / "G_A")
-        G_B.save(out / "G_B")
-        save_checkpoint(run, epoch, **state, keep=KEEP_CHECKPOINTS)
+        if improved and cfg.select_by != "last":
+            G_A.save(out / "G_A")
+            G_B.save(out / "G_B")
+        G_A.save(last_a)
+        G_B.save(last_b)
+        save_checkpoint(
+            run, epoch, **state, extra={"best_epoch": best_epoch, "best_metric": best_metric}, keep=KEEP_CHECKPOINTS
+        )
         if progress is not None:
             progress(epoch, total_epochs, metrics)
 
@@ -601,7 +695,60 @@ def train_cyclegan(
         "epochs": total_epochs,
         "epochs_run": total_epochs - start_epoch,
         "resumed_from": start_epoch if ckpt else None,
+        "select_by": cfg.select_by,
+        "best_epoch": best_epoch,
+        "best_metric": best_metric,
         "G_A": str(out / "G_A"),
         "G_B": str(out / "G_B"),
+        "last_G_A": str(last_a),
+        "last_G_B": str(last_b),
+        "discriminator": d_info,
         "last_metrics": metrics,
     }
+
+
+class _CycleGANScorer:
+    """CycleGAN's ``select_by`` (FID or KID): ``G_A(valA)`` against ``valB`` plus ``G_B(valB)`` against
+    ``valA`` (``direction`` swaps the folders), all at ``crop_size``. The validation images, the Inception network
+    and the real images' features are loaded once."""
+
+    def __init__(self, root: PathLike, cfg: CycleGANConfig, device: torch.device) -> None:
+        from edgegan.metrics.inception import load_fid_inception
+
+        size: dict[str, Any] = {"load_size": cfg.load_size, "crop_size": cfg.crop_size}
+        data = UnpairedDataset(root, phase="val", direction=cfg.direction, train=False, serial_b=True, **size)
+        self.val = {
+            "A": torch.stack([data[i]["A"] for i in range(len(data.files_a))]),
+            "B": torch.stack([data[i]["B"] for i in range(len(data.files_b))]),
+        }
+        for side, images in self.val.items():
+            if images.shape[0] < 2:
+                raise ConfigError(f"select_by {cfg.select_by} needs at least 2 images in val{side}")
+        self.metric = cfg.select_by
+        self.device = device
+        self.inception = load_fid_inception(device=device)
+        self.real = {side: self._features(images) for side, images in self.val.items()}
+
+    def _features(self, images: Tensor) -> Any:
+        from edgegan.metrics.inception import extract_features
+
+        return extract_features(self.inception, ((images.float() + 1) / 2).clamp(0, 1), device=self.device)
+
+    def _distance(self, real: Any, fake: Any) -> float:
+        from edgegan.metrics.fid import fid_from_features, kid
+
+        if self.metric == "fid":
+            return float(fid_from_features(real, fake).value)
+        return float(kid(real, fake).mean)
+
+    @torch.no_grad()
+    def __call__(self, g_a: nn.Module, g_b: nn.Module) -> dict[str, float]:
+        """``{"val_<metric>_A": G_A's, "val_<metric>_B": G_B's, "val_<metric>": their sum}``."""
+        out = {}
+        for side, g, source, target in (("A", g_a, "A", "B"), ("B", g_b, "B", "A")):
+            g.eval()
+            fake = torch.cat([g(x.to(self.device)).cpu() for x in self.val[source].split(8)])
+            g.train()
+            out[f"val_{self.metric}_{side}"] = self._distance(self.real[target], self._features(fake))
+        out[f"val_{self.metric}"] = out[f"val_{self.metric}_A"] + out[f"val_{self.metric}_B"]
+        return out

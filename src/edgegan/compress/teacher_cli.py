@@ -62,7 +62,27 @@ def _check_folder(path: Path | None, flag: str) -> None:
         raise ConfigError(f"{flag} {path}: {'not a folder' if path.exists() else 'folder not found'}")
 
 
-_OPTION_HELP = "Generator option key=value (repeatable), e.g. -o ngf=32 -o n_blocks=6."
+_OPTION_HELP = "Generator option key=value (repeatable), e.g. -o ngf=32 -o residual=true -o input_skip=true."
+_D_LAYERS_HELP = "Discriminator depth: 'auto' sizes the patch to the crop (3 layers, 70x70, at 128 px and up)."
+_SELECT_BY_HELP = (
+    "Which epoch's generator is handed on: last (the reference), or the best on the validation slice by "
+    "ssim, psnr, lpips, fid or kid (lpips/fid/kid need their weights; see `edgegan weights list`)."
+)
+
+
+def _d_layers(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"--n-layers-d must be a positive integer or 'auto', got {value!r}") from None
+
+
+def _print_run(summary: dict[str, Any]) -> None:
+    d = summary["discriminator"]
+    how = "auto, sized to the crop" if d["auto"] else "--n-layers-d"
+    console.print(f"discriminator: {d['n_layers']} layers, {d['patch']}x{d['patch']} patches ({how})")
 
 
 @app.command("pix2pix")
@@ -83,14 +103,14 @@ def pix2pix_cmd(
     lr: float = typer.Option(2e-4, help="Adam learning rate."),
     batch_size: int = typer.Option(1, help="Batch size."),
     ndf: int = typer.Option(64, help="Discriminator width."),
-    n_layers_d: int = typer.Option(3, help="Discriminator depth (3: 70x70 patches)."),
+    n_layers_d: str = typer.Option("auto", help=_D_LAYERS_HELP),
     val_fraction: float = typer.Option(0.1, help="Share of the pairs held out for validation."),
-    val_metric: str = typer.Option("psnr", help="psnr or ssim: picks the best generator."),
+    select_by: str = typer.Option("last", "--select-by", help=_SELECT_BY_HELP),
     seed: int = typer.Option(0, help="Random seed."),
     device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
 ) -> None:
-    """Train a pix2pix teacher on paired images; keeps the best generator by validation PSNR/SSIM."""
+    """Train a pix2pix teacher on paired images; hands on the last generator (or the best by --select-by)."""
     from edgegan.compress.teacher import Pix2PixConfig, train_pix2pix
 
     if data_root is None and (a is None or b is None):
@@ -103,7 +123,7 @@ def pix2pix_cmd(
         generator=generator.replace("-", "_"),
         generator_options=_options(option),
         ndf=ndf,
-        n_layers_d=n_layers_d,
+        n_layers_d=_d_layers(n_layers_d),
         gan_mode=gan_mode,
         lambda_l1=lambda_l1,
         lr=lr,
@@ -115,16 +135,16 @@ def pix2pix_cmd(
         direction=direction,
         val_fraction=val_fraction,
         seed=seed,
-        val_metric=val_metric,
+        select_by=select_by,
     )
     dev = _device(device)
     with EpochBar("pix2pix") as bar:
         summary = train_pix2pix(a, b, out, cfg, data_root=data_root, resume=resume, progress=bar, device=dev)
+    _print_run(summary)
+    chosen = f"epoch {summary['best_epoch']}, selected by {summary['select_by']}"
     if summary["best_metric"] is not None:
-        score = f"val_{summary['val_metric']} {summary['best_metric']:.4g}"
-        console.print(f"best generator (epoch {summary['best_epoch']}, {score}): {summary['best_generator']}")
-    else:
-        console.print(f"no validation pairs; best generator is the last one: {summary['best_generator']}")
+        chosen += f": val_{summary['select_by']} {summary['best_metric']:.4g}"
+    console.print(f"best generator ({chosen}): {summary['best_generator']}")
     console.print(f"last generator: {summary['last_generator']}  (metrics: {Path(summary['run']) / 'metrics.jsonl'})")
 
 
@@ -145,7 +165,10 @@ def cyclegan_cmd(
     lr: float = typer.Option(2e-4, help="Adam learning rate."),
     batch_size: int = typer.Option(1, help="Batch size."),
     ndf: int = typer.Option(64, help="Discriminator width."),
-    n_layers_d: int = typer.Option(3, help="Discriminator depth."),
+    n_layers_d: str = typer.Option("auto", help=_D_LAYERS_HELP),
+    select_by: str = typer.Option(
+        "last", "--select-by", help="last (the reference), or fid / kid of the generators on testA/testB."
+    ),
     seed: int = typer.Option(0, help="Random seed."),
     device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
@@ -157,7 +180,7 @@ def cyclegan_cmd(
     cfg = CycleGANConfig(
         generator_options=_options(option),
         ndf=ndf,
-        n_layers_d=n_layers_d,
+        n_layers_d=_d_layers(n_layers_d),
         gan_mode=gan_mode,
         lambda_cycle=lambda_cycle,
         lambda_identity=lambda_identity,
@@ -170,8 +193,11 @@ def cyclegan_cmd(
         crop_size=crop_size,
         direction=direction,
         seed=seed,
+        select_by=select_by,
     )
     dev = _device(device)
     with EpochBar("cyclegan") as bar:
         summary = train_cyclegan(root, out, cfg, resume=resume, progress=bar, device=dev)
-    console.print(f"generators: G_A (A->B) {summary['G_A']}, G_B (B->A) {summary['G_B']}")
+    _print_run(summary)
+    chosen = f"epoch {summary['best_epoch']}, selected by {summary['select_by']}"
+    console.print(f"generators ({chosen}): G_A (A->B) {summary['G_A']}, G_B (B->A) {summary['G_B']}")

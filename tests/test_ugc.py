@@ -1,7 +1,9 @@
 """UGC: depth-width supernet, label split, sandwich step, OMGD loss, adaptive filter, search, pipeline, CLI."""
 
+import copy
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,12 +18,13 @@ from edgegan.losses import GANLoss, OMGDLoss, gram_matrix
 from edgegan.models import DepthWidthGenerator, DepthWidthSupernet, PatchDiscriminator
 from edgegan.models.depth_width import N_GENES
 from edgegan.nn.perceptual import VGG16Features, build_perceptual
+from edgegan.ugc.common import fingerprint, make_discriminator, make_omgd, search_metric
 from edgegan.ugc.config import UGCConfig
 from edgegan.ugc.data import label_split, load_split, make_split
 from edgegan.ugc.pipeline import preset, run_ugc
-from edgegan.ugc.search import search_student, search_teachers, subnet_macs
-from edgegan.ugc.stage1 import sandwich_step
-from edgegan.ugc.stage2 import EMA, adaptive_keep
+from edgegan.ugc.search import search_all, search_student, search_teachers, subnet_macs
+from edgegan.ugc.stage1 import build_supernet, sandwich_step, train_stage1
+from edgegan.ugc.stage2 import EMA, adaptive_keep, distill_step, teachers_step, train_stage2
 from edgegan.weights import WeightsError
 
 
@@ -39,6 +42,54 @@ def folders(tmp_path):
 
 def tiny_supernet(**kw):
     return DepthWidthSupernet(ngf=8, n_blocks=3, max_inserted=2, **kw)
+
+
+@pytest.fixture
+def no_weights(tmp_path, monkeypatch):
+    """No VGG16, Inception or LPIPS weights anywhere: the substitutes and SSIM are what run."""
+    monkeypatch.setenv("EDGEGAN_WEIGHTS", str(tmp_path / "none"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "none"))
+
+
+def short_cfg(**kw):
+    """The tiny preset with 2 + 1 epochs per stage, random crops (36 -> 32 px) and flips."""
+    epochs = dict(stage1_epochs=2, stage1_decay_epochs=1, stage2_epochs=2, stage2_decay_epochs=1)
+    return preset("tiny", **{"labeled_fraction": 0.5, **epochs, **kw})
+
+
+def stage2_inputs(cfg):
+    """A freshly built supernet and stage-1 discriminator, and 'searched' genes (no search run)."""
+    torch.manual_seed(3)
+    net = build_supernet(cfg)
+    choices = net.gene_choices(cfg.widths, cfg.depths, cfg.trunk_depths)
+    genes = {"student": net.smallest_config(choices), "wide": net.largest_config(choices)}
+    genes["deep"] = genes["student"][:10] + genes["wide"][10:]
+    searched = {k: {"best_config": list(v)} for k, v in genes.items()}
+    return net, make_discriminator(cfg), searched
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_in(epoch):
+    """A progress callback that interrupts a run at the first batch of ``epoch`` (after its previous
+    epoch's checkpoint)."""
+
+    def progress(e, i, n):
+        if e == epoch:
+            raise Stop
+
+    return progress
+
+
+def states_equal(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def rows(path):
+    out = [json.loads(line) for line in path.read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "time"} for r in out]
 
 
 # ------------------------------------------------------------------ the depth-width supernet
@@ -145,6 +196,42 @@ def test_vgg16_loads_torchvision_layout_and_auto_falls_back(tmp_path, monkeypatc
     assert name.startswith("discriminator features (substitute for VGG16")
 
 
+def test_perceptual_substitute_is_a_frozen_copy_that_the_d_step_does_not_move(no_weights):
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    net = tiny_supernet()
+    choices = net.gene_choices([4, 8], [0, 1, 2])
+    d = make_discriminator(cfg)
+    omgd, name = make_omgd(cfg, d, torch.device("cpu"), source="the test's discriminator")
+    feat = omgd.perceptual.discriminator
+    assert feat is not d and not feat.training
+    assert not any(p.requires_grad for p in feat.parameters())
+    assert "substitute for VGG16" in name and "frozen copy of the test's discriminator" in name
+    assert f"PatchGAN ndf 8, 2 layers, weights sha256 {fingerprint(d)}" in name
+    frozen, trained = fingerprint(feat), fingerprint(d)
+    opt_g = torch.optim.Adam(net.parameters(), lr=1e-3)
+    opt_d = torch.optim.Adam(d.parameters(), lr=1e-3)
+    for _ in range(2):
+        x_a, y_a, x_u = torch.rand(3, 1, 3, 32, 32) * 2 - 1
+        sandwich_step(
+            net,
+            d,
+            x_a,
+            y_a,
+            x_u,
+            choices=choices,
+            rng=random.Random(1),
+            gan=GANLoss("hinge"),
+            omgd=omgd,
+            opt_g=opt_g,
+            opt_d=opt_d,
+            lambda_recon=10.0,
+        )
+    assert fingerprint(d) != trained  # the GAN's discriminator trained ...
+    assert fingerprint(feat) == frozen and not feat.training  # ... the feature space did not move
+    assert all(p.grad is None for p in feat.parameters())
+
+
 # ------------------------------------------------------------------ sandwich rule
 
 
@@ -199,13 +286,76 @@ def test_sandwich_step_trains_largest_smallest_and_a_random_subnetwork():
 
 
 def test_adaptive_filter_follows_its_rule():
+    # Eq. 8: Φ = 1 when D[T(x_U)] < D_EMA (less real than the teacher's usual fakes), RandInt({0, 1}) above.
     rng = random.Random(0)
     assert adaptive_keep(0.3, None, rng) == 1  # no running score yet: keep
     assert all(adaptive_keep(s, 0.5, rng) == 1 for s in (-2.0, 0.0, 0.49, 0.5))  # not above the EMA: keep
     draws = [adaptive_keep(0.9, 0.5, rng) for _ in range(400)]  # above the EMA: a fair coin
     assert set(draws) == {0, 1} and 150 < sum(draws) < 250
+    # The opposite sign, for the ablation: keeps what D finds more real, flips a coin below.
+    assert all(adaptive_keep(s, 0.5, rng, "inverse") == 1 for s in (0.5, 0.51, 3.0))
+    draws = [adaptive_keep(0.1, 0.5, rng, "inverse") for _ in range(400)]
+    assert set(draws) == {0, 1} and 150 < sum(draws) < 250
+    assert UGCConfig().pseudo_label_rule == "paper"
+    with pytest.raises(ConfigError, match="pseudo_label_rule"):
+        UGCConfig(pseudo_label_rule="best")
     ema = EMA(0.9)
     assert ema.update(1.0) == 1.0 and ema.update(0.0) == pytest.approx(0.9)
+
+
+def stage2_parts(cfg, lr=1e-3):
+    net, d, searched = stage2_inputs(cfg)
+    student = net.extract(searched["student"]["best_config"])
+    teachers = {t: net.extract(searched[t]["best_config"]) for t in ("wide", "deep")}
+    opt_t = {t: torch.optim.Adam(g.parameters(), lr=lr) for t, g in teachers.items()}
+    return student, teachers, d, opt_t
+
+
+def test_stage2_teachers_share_one_discriminator_stepped_once_on_both_losses():
+    cfg = preset("tiny")
+    _, teachers, d, opt_t = stage2_parts(cfg)
+    gan = GANLoss("hinge")
+    x, y = torch.rand(2, 1, 3, 32, 32) * 2 - 1
+    ref = copy.deepcopy(d)
+    with torch.no_grad():
+        fakes = {t: g(x) for t, g in teachers.items()}
+    real = ref(torch.cat([x, y], 1))
+    sum(0.5 * (gan(real, True) + gan(ref(torch.cat([x, f], 1)), False)) for f in fakes.values()).backward()
+    expected = {n: p.grad.clone() for n, p in ref.named_parameters()}
+    seen = []
+
+    class Recording(torch.optim.Adam):
+        def step(self, closure=None):
+            seen.append({n: p.grad.clone() for n, p in d.named_parameters()})
+            return super().step(closure)
+
+    losses = teachers_step(teachers, d, opt_t, Recording(d.parameters(), lr=1e-3), gan, x, y, 100.0)
+    assert len(seen) == 1  # one D step per teacher update (Algorithm 1, line 20) ...
+    for n, g in expected.items():  # ... on the sum of both teachers' Eq. 4 losses
+        assert torch.allclose(seen[0][n], g, atol=1e-6), n
+    assert {"wide_d", "deep_d", "wide_gan", "deep_gan", "wide_recon", "deep_recon"} <= set(losses)
+
+
+def test_filter_scores_labelled_fakes_and_pseudo_labels_at_the_same_point():
+    cfg = preset("tiny")
+    student, teachers, d, opt_t = stage2_parts(cfg, lr=1e-2)
+    omgd, _ = make_omgd(cfg, d, torch.device("cpu"), source="test")
+    x_a, y_a, x_u = torch.rand(3, 1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        before = {t: float(d(torch.cat([x_a, g(x_a)], 1)).mean()) for t, g in teachers.items()}
+    teachers_step(teachers, d, opt_t, torch.optim.Adam(d.parameters(), lr=1e-2), GANLoss("hinge"), x_a, y_a, 100.0)
+    ema = {t: EMA(0.0) for t in teachers}  # decay 0: the EMA is the last labelled-fake score
+    opt_s = torch.optim.Adam(student.parameters(), lr=1e-3)
+    losses = distill_step(student, teachers, d, omgd, opt_s, x_a, x_u, ema, random.Random(0))
+    with torch.no_grad():  # distill_step moves neither D nor the teachers: these are the scores it saw
+        for t, g in teachers.items():
+            fake = float(d(torch.cat([x_a, g(x_a)], 1)).mean())
+            assert abs(fake - before[t]) > 1e-3  # the teacher step moved the score ...
+            assert ema[t].value == pytest.approx(fake, abs=1e-6)  # ... and the EMA took it after that step,
+            assert float(losses[f"fake_score_{t}"]) == pytest.approx(fake, abs=1e-6)
+            u = float(d(torch.cat([x_u, g(x_u)], 1)).mean())  # as the pseudo label's score
+            assert float(losses[f"u_score_{t}"]) == pytest.approx(u, abs=1e-6)
+            assert float(losses[f"keep_{t}"]) in (0.0, 1.0)
 
 
 # ------------------------------------------------------------------ search
@@ -256,6 +406,80 @@ def test_searched_teachers_are_about_20x_the_student_and_student_is_in_budget():
         assert rec["best_macs"] == subnet_macs(net, rec["best_config"], 256)
     assert list(teachers["wide"]["best_config"][10:]) == list(student.best_config[10:])  # the student's depths
     assert teachers["deep"]["best_config"][10:] == [2, 2, 3, 2, 2]  # the deepest stages
+
+
+def test_search_ranks_by_ssim_by_default_and_keeps_psnr_in_the_record(no_weights, monkeypatch):
+    torch.manual_seed(0)
+    net = tiny_supernet().eval()
+    cfg = preset("tiny")
+    gen = torch.Generator().manual_seed(0)
+    pairs = [
+        (torch.rand(3, 32, 32, generator=gen) * 2 - 1, torch.rand(3, 32, 32, generator=gen) * 2 - 1) for _ in range(2)
+    ]
+    record = search_all(net, pairs, cfg)
+    assert cfg.search_by == "auto" and record["metric"] == "ssim"
+    for role in ("student", "wide", "deep"):
+        r = record[role]
+        assert r["metric"] == "ssim" and r["best_score"] == r["val"]["ssim"]
+        assert r["best_score"] == max(h["val"]["ssim"] for h in r["history"])
+        assert all({"psnr", "ssim"} <= set(h["val"]) for h in r["history"])
+    assert search_metric(preset("tiny", search_by="psnr"), 5) == "psnr"
+    # With the Inception weights found, auto ranks by KID (when the slice holds 2 images or more).
+    monkeypatch.setattr("edgegan.weights.available", lambda name, path=None: (Path("found"), None))
+    assert search_metric(cfg, 2) == "kid" and search_metric(cfg, 1) == "ssim"
+    with pytest.raises(ConfigError, match="search_by"):
+        UGCConfig(search_by="best")
+
+
+def test_stage2_passes_on_the_last_epoch_by_default_or_the_best_by_ssim(folders, tmp_path, no_weights):
+    a_dir, b_dir = folders
+    split = make_split(a_dir, b_dir, 0.5, seed=0, out=tmp_path / "split")
+    last = train_stage2(split, *stage2_inputs(short_cfg()), tmp_path / "last", short_cfg())
+    assert last["select_by"] == "last" and last["selected_epoch"] == 3
+    assert (
+        last["student"] == str(tmp_path / "last" / "last_student") and not (tmp_path / "last" / "best_student").exists()
+    )
+    by_ssim = train_stage2(split, *stage2_inputs(short_cfg()), tmp_path / "ssim", short_cfg(select_by="ssim"))
+    ssims = [row["val_ssim_student"] for row in by_ssim["history"]]
+    assert by_ssim["selected_epoch"] == 1 + ssims.index(max(ssims))
+    assert by_ssim["student"] == str(tmp_path / "ssim" / "best_student")
+    assert all("val_psnr_student" in row for row in by_ssim["history"])  # PSNR stays in the log
+    with pytest.raises(ConfigError, match="select_by"):
+        UGCConfig(select_by="best")
+    with pytest.raises(WeightsError, match="alexnet-owt"):  # a metric without its weights: one clear error
+        train_stage2(split, *stage2_inputs(short_cfg()), tmp_path / "lpips", short_cfg(select_by="lpips"))
+
+
+def test_stopped_and_resumed_stages_end_bit_identical(folders, tmp_path, no_weights):
+    a_dir, b_dir = folders
+    split = make_split(a_dir, b_dir, 0.5, seed=0, out=tmp_path / "split")
+    cfg = short_cfg()
+    stage1 = whole = tmp_path / "s1_whole"
+    cut = tmp_path / "s1_cut"
+    train_stage1(split, whole, cfg)
+    with pytest.raises(Stop):
+        train_stage1(split, cut, cfg, progress=stop_in(2))
+    assert train_stage1(split, cut, cfg, resume=True)["resumed_from"] == 1
+    for part in ("supernet", "discriminator"):
+        assert states_equal(edgegan.load(whole / part).state_dict(), edgegan.load(cut / part).state_dict()), part
+    assert rows(whole / "metrics.jsonl") == rows(cut / "metrics.jsonl")
+
+    def stage2(out, **kw):
+        net, d, searched = stage2_inputs(cfg)
+        net.load_state_dict(edgegan.load(stage1 / "supernet").state_dict())
+        d.load_state_dict(edgegan.load(stage1 / "discriminator").state_dict())
+        return train_stage2(split, net, d, searched, out, cfg, **kw)
+
+    whole, cut = tmp_path / "s2_whole", tmp_path / "s2_cut"
+    stage2(whole)
+    with pytest.raises(Stop):
+        stage2(cut, progress=stop_in(3))
+    assert stage2(cut, resume=True)["resumed_from"] == 2
+    for part in ("last_student", "teacher_wide", "teacher_deep"):
+        assert states_equal(edgegan.load(whole / part).state_dict(), edgegan.load(cut / part).state_dict()), part
+    assert rows(whole / "metrics.jsonl") == rows(cut / "metrics.jsonl")
+    saved = json.loads(next((cut / "checkpoints").glob("step-*/state.json")).read_text())
+    assert saved["modules"] == ["student", "T_wide", "T_deep", "D"]  # one discriminator
 
 
 # ------------------------------------------------------------------ the pipeline and the CLI

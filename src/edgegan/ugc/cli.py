@@ -76,6 +76,9 @@ def run_cmd(
     fraction: float | None = typer.Option(None, "--labeled-fraction", help="0.1, 0.25, 0.5 or 1.0 (any in (0, 1])."),
     budget: str | None = typer.Option(None, "--budget", help="Student MAC budget at 256 px, e.g. 1.4G."),
     option: list[str] = typer.Option([], "-o", "--option", help=OPTION_HELP),
+    select_by: str | None = typer.Option(
+        None, "--select-by", help="Student passed on: last (default), ssim, psnr, lpips, fid or kid (validation)."
+    ),
     until: str | None = typer.Option(None, "--until", help="Stop after split, stage1, search, stage2 or export."),
     stage1_from: Path | None = typer.Option(None, "--stage1-from", help="Reuse another run's stage1 folder."),
     device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
@@ -91,6 +94,8 @@ def run_cmd(
         overrides["labeled_fraction"] = fraction
     if budget is not None:
         overrides["budget"] = budget
+    if select_by is not None:
+        overrides["select_by"] = select_by
     cfg = get_preset(preset, **overrides)
     started: dict[str, float] = {}
     bars: dict[str, RunBar] = {}
@@ -128,15 +133,21 @@ def run_cmd(
             b_.__exit__(None, None, None)
     stages = result["stages"]
     if "search" in stages:
-        t = Table(title=f"searched sub-networks (MACs at {cfg.profile_size} px)")
-        for col in ("role", "MACs (G)", "ratio to student", "val PSNR"):
-            t.add_column(col)
         s = stages["search"]
+        metric = s.get("metric", "psnr")
+        t = Table(title=f"searched sub-networks (MACs at {cfg.profile_size} px, ranked by validation {metric})")
+        for col in ("role", "MACs (G)", "ratio to student", f"val {metric}", "val SSIM", "val PSNR"):
+            t.add_column(col)
         student_macs = s["student"]["best_macs"]
         for role in ("student", "wide", "deep"):
             r = s[role]
+            val = r.get("val", {})
+            figures = [val.get(metric), val.get("ssim"), val.get("psnr")]
             t.add_row(
-                role, f"{r['best_macs'] / 1e9:.3f}", f"{r['best_macs'] / student_macs:.1f}x", f"{r['best_score']:.2f}"
+                role,
+                f"{r['best_macs'] / 1e9:.3f}",
+                f"{r['best_macs'] / student_macs:.1f}x",
+                *("-" if v is None else f"{v:.4g}" for v in figures),
             )
         console.print(t)
     if "export" in stages:

@@ -16,6 +16,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from edgegan.data.datasets import PairedDataset
+from edgegan.data.images import load_image
 from edgegan.errors import ConfigError
 from edgegan.fileio import atomic_write_json
 
@@ -41,6 +42,15 @@ def label_split(n: int, fraction: float, seed: int = 0) -> tuple[list[int], list
     return sorted(int(i) for i in perm[:n_lab]), sorted(int(i) for i in perm[n_lab:])
 
 
+class _SelfPairs(PairedDataset):
+    """Each image paired with itself, read from disk once (not once per side)."""
+
+    def _load(self, index: int) -> tuple[Any, Any, str, str]:
+        path = self.pairs[index][0]
+        image = load_image(path)
+        return image, image, str(path), str(path)
+
+
 class InputsOnly(Dataset[dict[str, Any]]):
     """Input images alone, with the same transforms as paired training: items are ``{"A": x, "path"}``."""
 
@@ -48,7 +58,7 @@ class InputsOnly(Dataset[dict[str, Any]]):
         if not paths:
             raise ConfigError("the unlabelled set is empty")
         # Each input is paired with itself so the paired loader's crop/flip code is reused as is.
-        self.inner = PairedDataset([(p, p) for p in paths], load_size=load_size, crop_size=crop_size, train=train)
+        self.inner = _SelfPairs([(p, p) for p in paths], load_size=load_size, crop_size=crop_size, train=train)
 
     def __len__(self) -> int:
         return len(self.inner)

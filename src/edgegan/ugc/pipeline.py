@@ -129,6 +129,8 @@ SEARCH_FIELDS = (
     "crop_size",
     "load_size",
     "direction",
+    "search_by",
+    "eval_weights",
 )
 
 
@@ -177,7 +179,14 @@ def run_ugc(
     if saved.is_file():
         old = json.loads(saved.read_text())
         if old != record:
-            raise ConfigError(f"{out} holds a UGC run with other settings (see {saved}); use a new folder")
+            # A run saved before a setting existed is refused too: it was trained by other code (for example
+            # its search ranked by PSNR), and continuing it would mix the two in one result.
+            theirs, mine = old.get("config", {}), cfg.to_dict()
+            keys = sorted(k for k in set(theirs) | set(mine) if theirs.get(k, "<absent>") != mine.get(k, "<absent>"))
+            keys += [k for k in ("a_dir", "b_dir") if old.get(k) != record[k]]
+            raise ConfigError(
+                f"{out} holds a UGC run with other settings ({', '.join(keys)}; see {saved}); use a new folder"
+            )
     else:
         atomic_write_json(saved, record)
     wanted = list(STAGES[: STAGES.index(until) + 1]) if until else list(STAGES)
@@ -241,6 +250,7 @@ def run_ugc(
         return {
             "budget_macs": record["budget_macs"],
             "size": record["size"],
+            "metric": record["metric"],
             **brief,
             "search": str(folder / "search.json"),
         }
@@ -262,7 +272,8 @@ def run_ugc(
         return {k: v for k, v in s.items() if k != "history"} | {"last": s["history"][-1] if s["history"] else None}
 
     def export_stage(folder: Path, resume: bool) -> dict[str, Any]:
-        return export_student(stages["stage2"]["best_student"], folder, size=cfg.profile_size)
+        done = stages["stage2"]  # a stage 2 completed before students were chosen by `select_by` names best_student
+        return export_student(done.get("student") or done["best_student"], folder, size=cfg.profile_size)
 
     runners = {"split": split_stage, "stage1": stage1, "search": search_stage, "stage2": stage2, "export": export_stage}
     for stage in wanted:

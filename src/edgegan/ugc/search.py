@@ -1,8 +1,11 @@
 """UGC's evolutionary search over the trained depth-width supernet: the student under a MAC budget and
 two architecturally complementary teachers of about ``teacher_ratio`` × its MACs: a *wider* one (the
 student's depths, widths free) and a *deeper* one (the deepest stage choices, widths free). Candidates
-are scored by PSNR against the labelled validation pairs with inherited weights (no retraining), using
-:func:`edgegan.compress.evolution.evolve`; costs are GAN Compression's MAC convention.
+keep their inherited weights (no retraining) and are ranked on the labelled validation slice by
+``cfg.search_by``: by default KID when the Inception weights are found, else SSIM, never PSNR (PSNR rewards
+blur: on facades a constant mean image outscores every trained model). Each record also keeps every
+candidate's PSNR and SSIM for the reports. Search: :func:`edgegan.compress.evolution.evolve`; costs are GAN
+Compression's MAC convention.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from edgegan.errors import ConfigError
 from edgegan.models import DepthWidthSupernet
 from edgegan.models.depth_width import N_WIDTH_GENES
 from edgegan.profile.macs import profile_macs
-from edgegan.ugc.common import evaluate
+from edgegan.ugc.common import Judge, search_metric
 from edgegan.ugc.config import UGCConfig
 
-__all__ = ["search_all", "search_student", "search_teachers", "subnet_macs"]
+__all__ = ["make_judge", "search_all", "search_student", "search_teachers", "subnet_macs"]
 
 _PROBE = 32
 _CACHE_ATTR = "_edgegan_dw_macs"
@@ -44,23 +47,42 @@ def subnet_macs(supernet: DepthWidthSupernet, genes: Sequence[int], size: int = 
     return int(cache[key])
 
 
-def _scorer(
-    supernet: DepthWidthSupernet, val_pairs: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device | str
-) -> Callable[[tuple[int, ...]], float]:
+class _Scorer:
+    """Ranks sub-networks of ``supernet`` with ``judge`` (cached); ``scores`` keeps every figure."""
+
+    def __init__(self, supernet: DepthWidthSupernet, judge: Judge) -> None:
+        self.supernet, self.judge = supernet, judge
+        self.cache: dict[tuple[int, ...], dict[str, float]] = {}
+
+    def scores(self, genes: Sequence[int]) -> dict[str, float]:
+        key = tuple(genes)
+        if key not in self.cache:
+            previous = self.supernet.active_config
+            self.supernet.set_config(key)
+            try:
+                self.cache[key] = self.judge(self.supernet)
+            finally:
+                self.supernet.set_config(previous)
+        return self.cache[key]
+
+    def __call__(self, genes: tuple[int, ...]) -> float:
+        return self.judge.rank(self.scores(genes))
+
+    def record(self, result: EvolutionResult) -> dict[str, Any]:
+        """``result`` as a dict, with the metric it was ranked by and each candidate's validation figures."""
+        out = result.to_dict()
+        for row in out["history"]:
+            row["val"] = self.scores(row["config"])
+        return {**out, "metric": self.judge.metric, "val": self.scores(result.best_config)}
+
+
+def make_judge(
+    val_pairs: list[tuple[torch.Tensor, torch.Tensor]], cfg: UGCConfig, device: torch.device | str = "cpu"
+) -> Judge:
+    """The search's :class:`~edgegan.ugc.common.Judge` (``cfg.search_by``, ``auto`` resolved)."""
     if not val_pairs:
         raise ConfigError("the search needs labelled validation pairs (val_fraction > 0 and at least 2 labelled pairs)")
-
-    def score(genes: tuple[int, ...]) -> float:
-        previous = supernet.active_config
-        supernet.set_config(genes)
-        try:
-            value = evaluate(supernet, val_pairs, device)["psnr"]
-        finally:
-            supernet.set_config(previous)
-        assert value is not None
-        return value
-
-    return score
+    return Judge(val_pairs, search_metric(cfg, len(val_pairs)), device=device, weights=cfg.eval_weights)
 
 
 def _run(
@@ -95,10 +117,12 @@ def search_student(
     *,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
+    judge: Judge | None = None,
 ) -> EvolutionResult:
-    """The best sub-network with at most ``cfg.budget`` MACs."""
+    """The best sub-network with at most ``cfg.budget`` MACs (see :func:`search_all` for the record)."""
     genes = supernet.gene_choices(cfg.widths, cfg.depths, cfg.trunk_depths)
-    return _run(supernet, genes, _scorer(supernet, val_pairs, device), cfg, cfg.budget_macs, 0, cfg.seed, progress)
+    score = _Scorer(supernet, judge or make_judge(val_pairs, cfg, device))
+    return _run(supernet, genes, score, cfg, cfg.budget_macs, 0, cfg.seed, progress)
 
 
 def search_teachers(
@@ -109,6 +133,7 @@ def search_teachers(
     *,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
+    judge: Judge | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The wider and the deeper teacher, each in ``[teacher_window, 1] × target`` MACs where the target is
     ``teacher_ratio`` × the student's MACs, capped by the largest network its restricted space holds."""
@@ -119,7 +144,7 @@ def search_teachers(
         "wide": full[:N_WIDTH_GENES] + [(v,) for v in student_g[N_WIDTH_GENES:]],
         "deep": full[:N_WIDTH_GENES] + [(max(c),) for c in full[N_WIDTH_GENES:]],
     }
-    score = _scorer(supernet, val_pairs, device)
+    score = _Scorer(supernet, judge or make_judge(val_pairs, cfg, device))
     out: dict[str, dict[str, Any]] = {}
     for i, (name, genes) in enumerate(spaces.items()):
         ceiling = subnet_macs(supernet, tuple(max(c) for c in genes), cfg.profile_size)
@@ -128,7 +153,7 @@ def search_teachers(
             supernet, genes, score, cfg, target, round(cfg.teacher_window * target), cfg.seed + 1 + i, progress
         )
         out[name] = {
-            **result.to_dict(),
+            **score.record(result),
             "target_macs": target,
             "capped": target < round(cfg.teacher_ratio * student_macs),
             "ratio": result.best_macs / student_macs,
@@ -144,7 +169,20 @@ def search_all(
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Student first, then its two teachers; a JSON-ready record with genes, MACs, scores and ratios."""
-    student = search_student(supernet, val_pairs, cfg, device=device, progress=progress)
-    teachers = search_teachers(supernet, val_pairs, cfg, student.best_config, device=device, progress=progress)
-    return {"budget_macs": cfg.budget_macs, "size": cfg.profile_size, "student": student.to_dict(), **teachers}
+    """Student first, then its two teachers; a JSON-ready record with genes, MACs, ratios, the metric they
+    were ranked by (``metric``; ``best_score`` is it made higher-is-better, so KID/FID/LPIPS are negated) and
+    their validation figures (``val``: PSNR, SSIM and that metric)."""
+    judge = make_judge(val_pairs, cfg, device)
+    score = _Scorer(supernet, judge)
+    genes = supernet.gene_choices(cfg.widths, cfg.depths, cfg.trunk_depths)
+    student = _run(supernet, genes, score, cfg, cfg.budget_macs, 0, cfg.seed, progress)
+    teachers = search_teachers(
+        supernet, val_pairs, cfg, student.best_config, device=device, progress=progress, judge=judge
+    )
+    return {
+        "budget_macs": cfg.budget_macs,
+        "size": cfg.profile_size,
+        "metric": judge.metric,
+        "student": score.record(student),
+        **teachers,
+    }

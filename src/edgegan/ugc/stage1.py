@@ -1,9 +1,14 @@
 """UGC stage 1: semi-supervised architecture search training of the depth-width supernet.
 
 Each step follows the sandwich rule. The largest sub-network G_l trains on a labelled pair with the
-GAN loss + λ_recon·L1 (the discriminator trains against it); a random sub-network G_r and the smallest
-G_s then learn on an unlabelled input by online distillation from G_l's output with the OMGD loss.
-All three gradients are summed into one optimiser step of the shared weights.
+GAN loss + λ_recon·L1 (the discriminator trains against it, on Eq. 4 alone, as in Algorithm 1); a random
+sub-network G_r and the smallest G_s then learn on an unlabelled input by online distillation from G_l's
+output with the OMGD loss. All three gradients are summed into one optimiser step of the shared weights.
+
+Without VGG16 weights the OMGD feature and style terms use a frozen copy of the discriminator as it was
+initialised (random weights, fixed by the seed): the discriminator that trains moves every step, and the
+sub-networks would chase that moving feature space. Each epoch draws its randomness from (seed, epoch),
+so a resumed run ends bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from edgegan.fileio import atomic_write_json
 from edgegan.losses import GANLoss, OMGDLoss
 from edgegan.models import DepthWidthSupernet, PatchDiscriminator
 from edgegan.runs import RunDir, check_finite, load_checkpoint, save_checkpoint, set_seed
-from edgegan.ugc.common import UGCData, evaluate, make_discriminator, make_omgd
+from edgegan.ugc.common import UGCData, evaluate, make_discriminator, make_omgd, seed_epoch
 from edgegan.ugc.config import UGCConfig
 from edgegan.ugc.data import LabelSplit
 
@@ -75,7 +80,7 @@ def sandwich_step(
     opt_d.step()
 
     # G step, sandwich rule: supervised G_l, then G_r and G_s distilled from G_l on the unlabelled input.
-    discriminator.requires_grad_(False)  # the discriminator-feature perceptual loss must not train D
+    discriminator.requires_grad_(False)  # the generator losses must not leave gradients in D
     opt_g.zero_grad(set_to_none=True)
     loss_gan = gan(discriminator(torch.cat([x_a, fake], 1)), True, for_discriminator=False)
     loss_recon = F.l1_loss(fake, y_a)
@@ -113,7 +118,9 @@ def train_stage1(
     d = make_discriminator(cfg).to(dev).train()
     choices = gene_choices(supernet, cfg)
     gan = GANLoss(cfg.gan_mode)  # type: ignore[arg-type]
-    omgd, perceptual_name = make_omgd(cfg, d, dev)
+    omgd, perceptual_name = make_omgd(
+        cfg, d, dev, source=f"the stage-1 discriminator as initialised (seed {cfg.seed}), before any training"
+    )
     opt_g = torch.optim.Adam(supernet.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=cfg.betas)
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, cfg.lr_factor(1))
@@ -132,15 +139,15 @@ def train_stage1(
     if ckpt is not None and isinstance(ckpt.extra, dict):
         state.update(ckpt.extra)
     start = ckpt.step if ckpt else 0
-    rng = random.Random(f"{cfg.seed}-{start}")  # sub-network sampling, reproducible per resumed epoch
     loader = data.labeled_loader()
-    u_batches = data.unlabeled_batches() if use_u else None
     total = cfg.total_epochs(1)
     val_pairs = data.val_pairs()
 
     for epoch in range(start + 1, total + 1):
+        rng = seed_epoch(cfg.seed, 1, epoch)  # shuffling, crops, flips and sub-network sampling of this epoch
         sums: dict[str, float] = {}
         n_batches = len(loader)
+        u_batches = data.unlabeled_batches((epoch - 1) * n_batches, cfg.seed, stage=1) if use_u else None
         for i, batch in enumerate(loader):
             x_a, y_a = batch["A"].to(dev), batch["B"].to(dev)
             x_u = next(u_batches).to(dev) if u_batches is not None else x_a

@@ -1,12 +1,22 @@
-"""UGC stage 2: adaptive online semi-supervised distillation.
+"""UGC stage 2: adaptive online semi-supervised distillation (the paper's Algorithm 1, lines 12-25).
 
 The student G* and the wide and deep teachers inherit the supernet's weights (see
-:mod:`edgegan.ugc.search`); each teacher also inherits a copy of the stage-1 discriminator. Every
-``teacher_every`` steps each teacher takes a pix2pix step on a labelled pair (D step, then GAN + λ·L1).
-Every step the student, with no discriminator of its own, takes one step on
-``Σ_T L_OD(T(x_A), G*(x_A)) + Σ_T Φ_T · L_OD(T(x_U), G*(x_U))``, where the filter Φ_T keeps the pseudo
-label when the teacher's discriminator scores it at or below its running (EMA) score for fakes and
-otherwise keeps it with probability ½ (:func:`adaptive_keep`, the paper's Eq. 8).
+:mod:`edgegan.ugc.search`), and ONE discriminator D inherits the stage-1 discriminator's. Every
+``teacher_every`` steps both teachers take a pix2pix step on a labelled pair: D is updated once on both
+teachers' Eq. 4 losses (Algorithm 1, line 20: "update G_T^W, G_T^D, D"), then each teacher on GAN + λ·L1
+against the updated D. Every step the student, with no discriminator of its own, takes one step on
+``Σ_T L_OD(T(x_A), G*(x_A)) + Σ_T Φ_T · L_OD(T(x_U), G*(x_U))``. The filter Φ_T (Eq. 8) compares D's score
+of the pseudo label T(x_U) with D_EMA, the moving average of D's score of T's labelled fakes T(x_A); both
+scores are taken at the same point, after the teacher update of that step (lines 22-23 follow line 20).
+
+Eq. 8 as printed: Φ = 1 when D[T(x_U)] < D_EMA and RandInt({0, 1}) when D[T(x_U)] > D_EMA, so the pseudo
+labels D finds *less* real than the teacher's usual fakes are always kept and the more real ones half the
+time. That is the default (``pseudo_label_rule="paper"``); ``"inverse"`` swaps the sign, for the ablation.
+
+Without VGG16 weights the OMGD feature terms use a frozen copy of the stage-1 discriminator (the D that keeps
+training here is another copy). Each epoch draws its randomness from (seed, epoch), so a resumed run ends
+bit-identical to an uninterrupted one. The student passed on is the last epoch's unless ``select_by`` names
+a validation metric (never PSNR by default: it rewards blur).
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from __future__ import annotations
 import copy
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +35,15 @@ from torch import nn
 from edgegan.errors import ConfigError
 from edgegan.export.onnx import export_onnx
 from edgegan.fileio import atomic_write_json
-from edgegan.losses import GANLoss
+from edgegan.losses import GANLoss, OMGDLoss
 from edgegan.models import DepthWidthGenerator, DepthWidthSupernet
 from edgegan.profile.macs import profile_macs
 from edgegan.runs import RunDir, check_finite, load_checkpoint, save_checkpoint, set_seed
-from edgegan.ugc.common import UGCData, evaluate, make_omgd
+from edgegan.ugc.common import Judge, UGCData, evaluate, make_omgd, seed_epoch
 from edgegan.ugc.config import UGCConfig
 from edgegan.ugc.data import LabelSplit
 
-__all__ = ["EMA", "adaptive_keep", "export_student", "train_stage2"]
+__all__ = ["EMA", "adaptive_keep", "distill_step", "export_student", "teachers_step", "train_stage2"]
 
 Progress = Callable[[int, int, int], None]
 TEACHERS = ("wide", "deep")
@@ -51,42 +61,99 @@ class EMA:
         return self.value
 
 
-def adaptive_keep(score: float, ema: float | None, rng: random.Random) -> int:
-    """Φ: 1 (keep) when the discriminator's score of a pseudo label is not above its EMA score for
-    fakes; otherwise a fair coin, 0 or 1. With no EMA yet the label is kept."""
-    if ema is None or score <= ema:
+def adaptive_keep(score: float, ema: float | None, rng: random.Random, rule: str = "paper") -> int:
+    """Φ of Eq. 8 for one pseudo label that D scores ``score`` (higher: more real), against ``ema``.
+
+    ``"paper"``: 1 (keep) when the score is not above the EMA (D finds it no more real than the teacher's
+    usual fakes), otherwise a fair coin, 0 or 1. ``"inverse"``: 1 when the score is not below the EMA,
+    otherwise the coin. With no EMA yet the label is kept. (Eq. 8 leaves a tie open; a tie keeps.)"""
+    if rule not in ("paper", "inverse"):
+        raise ConfigError(f"pseudo_label_rule must be paper or inverse, got {rule!r}")
+    if ema is None:
         return 1
-    return rng.randint(0, 1)
+    sure = score <= ema if rule == "paper" else score >= ema
+    return 1 if sure else rng.randint(0, 1)
 
 
-def _teacher_step(
-    teacher: nn.Module,
+def teachers_step(
+    teachers: Mapping[str, nn.Module],
     d: nn.Module,
-    opt_t: torch.optim.Optimizer,
+    opt_t: Mapping[str, torch.optim.Optimizer],
     opt_d: torch.optim.Optimizer,
     gan: GANLoss,
     x: torch.Tensor,
     y: torch.Tensor,
     lambda_recon: float,
-    ema: EMA,
 ) -> dict[str, torch.Tensor]:
-    """One supervised pix2pix step of a teacher and its discriminator; updates the fake-score EMA."""
-    fake = teacher(x)
+    """Algorithm 1, lines 18-20: one D step on the sum of both teachers' Eq. 4 losses, then each teacher's
+    G step (GAN + λ·L1) against the updated D."""
+    fakes = {t: g(x) for t, g in teachers.items()}
     d.requires_grad_(True)
-    pred_fake = d(torch.cat([x, fake.detach()], 1))
-    loss_d = 0.5 * (gan(d(torch.cat([x, y], 1)), True) + gan(pred_fake, False))
+    pred_real = d(torch.cat([x, y], 1))
+    loss_d = {t: 0.5 * (gan(pred_real, True) + gan(d(torch.cat([x, f.detach()], 1)), False)) for t, f in fakes.items()}
     opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
+    torch.stack(list(loss_d.values())).sum().backward()
     opt_d.step()
-    ema.update(float(pred_fake.detach().mean()))
-    d.requires_grad_(False)
-    loss_gan = gan(d(torch.cat([x, fake], 1)), True, for_discriminator=False)
-    loss_recon = F.l1_loss(fake, y)
-    opt_t.zero_grad(set_to_none=True)
-    (loss_gan + lambda_recon * loss_recon).backward()
-    opt_t.step()
+    d.requires_grad_(False)  # the teachers' losses must not leave gradients in D
+    losses: dict[str, torch.Tensor] = {}
+    for t, fake in fakes.items():
+        loss_gan = gan(d(torch.cat([x, fake], 1)), True, for_discriminator=False)
+        loss_recon = F.l1_loss(fake, y)
+        opt_t[t].zero_grad(set_to_none=True)
+        (loss_gan + lambda_recon * loss_recon).backward()
+        opt_t[t].step()
+        losses.update({f"{t}_d": loss_d[t].detach(), f"{t}_gan": loss_gan, f"{t}_recon": loss_recon})
     d.requires_grad_(True)
-    return {"d": loss_d, "gan": loss_gan, "recon": loss_recon}
+    return losses
+
+
+def distill_step(
+    student: nn.Module,
+    teachers: Mapping[str, nn.Module],
+    d: nn.Module,
+    omgd: OMGDLoss,
+    opt_s: torch.optim.Optimizer,
+    x_a: torch.Tensor,
+    x_u: torch.Tensor | None,
+    ema: Mapping[str, EMA],
+    rng: random.Random,
+    rule: str = "paper",
+) -> dict[str, torch.Tensor]:
+    """Algorithm 1, lines 22-24: the student's step on Eq. 7 and, with ``x_u``, the filtered Eq. 9.
+
+    D's score of each teacher's labelled fakes (which feeds that teacher's EMA) and of its pseudo labels
+    are taken here, with the same D and the same teachers, so Eq. 8 compares like with like. Returns the
+    losses and, per teacher, ``fake_score_*`` (what went into the EMA), ``u_score_*`` and ``keep_*``."""
+    losses: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        t_a = {t: g(x_a) for t, g in teachers.items()}
+    s_a = student(x_a)
+    total = torch.zeros((), device=x_a.device)
+    for t in teachers:
+        loss_t, _ = omgd(s_a, t_a[t], x_a)
+        total = total + loss_t
+        losses[f"od_a_{t}"] = loss_t
+    if x_u is not None:
+        with torch.no_grad():
+            t_u = {t: g(x_u) for t, g in teachers.items()}
+            fake = {t: float(d(torch.cat([x_a, t_a[t]], 1)).mean()) for t in teachers}
+            score = {t: float(d(torch.cat([x_u, t_u[t]], 1)).mean()) for t in teachers}
+        s_u = student(x_u)
+        for t in teachers:
+            ema[t].update(fake[t])
+            keep = adaptive_keep(score[t], ema[t].value, rng, rule)
+            losses[f"fake_score_{t}"] = torch.tensor(fake[t])
+            losses[f"u_score_{t}"] = torch.tensor(score[t])
+            losses[f"keep_{t}"] = torch.tensor(float(keep))
+            if keep:
+                loss_u, _ = omgd(s_u, t_u[t], x_u)
+                total = total + loss_u
+                losses[f"od_u_{t}"] = loss_u.detach()
+    opt_s.zero_grad(set_to_none=True)
+    total.backward()
+    opt_s.step()
+    losses["student"] = total
+    return losses
 
 
 def train_stage2(
@@ -101,11 +168,12 @@ def train_stage2(
     progress: Progress | None = None,
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
-    """Distil the searched student into ``out`` (``best_student/``, ``last_student/``, ``teacher_wide/``,
-    ``teacher_deep/``, ``checkpoints/``, ``metrics.jsonl``, ``summary.json``); returns the summary.
+    """Distil the searched student into ``out`` (``last_student/``, ``best_student/`` when ``select_by`` is a
+    metric, ``teacher_wide/``, ``teacher_deep/``, ``checkpoints/``, ``metrics.jsonl``, ``summary.json``);
+    returns the summary, whose ``student`` is the folder of the student passed on.
 
-    ``searched`` is :func:`edgegan.ugc.search.search_all`'s record. The best student is chosen by PSNR
-    on the labelled validation slice."""
+    ``searched`` is :func:`edgegan.ugc.search.search_all`'s record (only each role's ``best_config`` is
+    read); ``discriminator`` is stage 1's."""
     dev = torch.device(device)
     out = Path(out)
     set_seed(cfg.seed + 2)
@@ -113,27 +181,24 @@ def train_stage2(
     genes = {"student": searched["student"]["best_config"], **{t: searched[t]["best_config"] for t in TEACHERS}}
     student = supernet.extract(genes["student"]).to(dev).train()
     teachers = {t: supernet.extract(genes[t]).to(dev).train() for t in TEACHERS}
-    discs = {t: copy.deepcopy(discriminator).to(dev).train() for t in TEACHERS}
+    d = copy.deepcopy(discriminator).to(dev).train()  # the caller's stage-1 discriminator stays as it is
     gan = GANLoss(cfg.gan_mode)  # type: ignore[arg-type]
-    omgd = {}
-    perceptual_name = ""
-    for t in TEACHERS:
-        omgd[t], perceptual_name = make_omgd(cfg, discs[t], dev)
+    omgd, perceptual_name = make_omgd(
+        cfg, discriminator, dev, source="the stage-1 discriminator (stage 2's D, which trains on, is another copy)"
+    )
     opt = {"student": torch.optim.Adam(student.parameters(), lr=cfg.lr, betas=cfg.betas)}
     for t in TEACHERS:
         opt[t] = torch.optim.Adam(teachers[t].parameters(), lr=cfg.lr, betas=cfg.betas)
-        opt[f"D_{t}"] = torch.optim.Adam(discs[t].parameters(), lr=cfg.lr, betas=cfg.betas)
+    opt["D"] = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=cfg.betas)
     sched = {k: torch.optim.lr_scheduler.LambdaLR(o, cfg.lr_factor(2)) for k, o in opt.items()}
     objs: dict[str, Any] = {
-        "modules": {
-            "student": student,
-            **{f"T_{t}": teachers[t] for t in TEACHERS},
-            **{f"D_{t}": discs[t] for t in TEACHERS},
-        },
+        "modules": {"student": student, **{f"T_{t}": teachers[t] for t in TEACHERS}, "D": d},
         "optimizers": opt,
         "schedulers": sched,
     }
     use_u = cfg.use_unlabeled_stage2 and data.unlabeled is not None
+    val_pairs = data.val_pairs()
+    judge = Judge(val_pairs, cfg.select_by, device=dev, weights=cfg.eval_weights) if cfg.select_by != "last" else None
     run = RunDir(
         out,
         {"ugc": cfg.to_dict(), "stage": 2, "genes": genes, "data": data.sizes(), "perceptual": perceptual_name},
@@ -145,58 +210,27 @@ def train_stage2(
         state.update(ckpt.extra)
     start = ckpt.step if ckpt else 0
     ema = {t: EMA(cfg.ema_decay, state["ema"][t]) for t in TEACHERS}
-    rng = random.Random(f"filter-{cfg.seed}-{start}")
     loader = data.labeled_loader()
-    u_batches = data.unlabeled_batches() if use_u else None
-    val_pairs = data.val_pairs()
     total = cfg.total_epochs(2)
     step = start * len(loader)
 
     for epoch in range(start + 1, total + 1):
+        rng = seed_epoch(cfg.seed, 2, epoch)  # shuffling, crops, flips and the filter's coin of this epoch
         sums: dict[str, float] = {}
         n_batches = len(loader)
+        u_batches = data.unlabeled_batches((epoch - 1) * n_batches, cfg.seed, stage=2) if use_u else None
         for i, batch in enumerate(loader):
             x_a, y_a = batch["A"].to(dev), batch["B"].to(dev)
             step += 1
             losses: dict[str, torch.Tensor] = {}
-            # Teachers (and their discriminators): supervised, every teacher_every steps.
-            if step % cfg.teacher_every == 0:
-                for t in TEACHERS:
-                    got = _teacher_step(
-                        teachers[t], discs[t], opt[t], opt[f"D_{t}"], gan, x_a, y_a, cfg.lambda_recon, ema[t]
-                    )
-                    losses.update({f"{t}_{k}": v for k, v in got.items()})
-            # Student: discriminator-free online distillation from both teachers, on A and (filtered) on U.
-            for d in discs.values():
-                d.requires_grad_(False)
-            loss_s = torch.zeros((), device=dev)
-            with torch.no_grad():
-                t_a = {t: teachers[t](x_a) for t in TEACHERS}
-            s_a = student(x_a)
-            for t in TEACHERS:
-                loss_t, _ = omgd[t](s_a, t_a[t], x_a)
-                loss_s = loss_s + loss_t
-                losses[f"od_a_{t}"] = loss_t
-            if u_batches is not None:
-                x_u = next(u_batches).to(dev)
-                s_u = student(x_u)
-                for t in TEACHERS:
-                    with torch.no_grad():
-                        t_u = teachers[t](x_u)
-                        score = float(discs[t](torch.cat([x_u, t_u], 1)).mean())
-                    keep = adaptive_keep(score, ema[t].value, rng)
-                    losses[f"keep_{t}"] = torch.tensor(float(keep))
-                    if keep:
-                        loss_u, _ = omgd[t](s_u, t_u, x_u)
-                        loss_s = loss_s + loss_u
-                        losses[f"od_u_{t}"] = loss_u.detach()
-            opt["student"].zero_grad(set_to_none=True)
-            loss_s.backward()
-            opt["student"].step()
-            for d in discs.values():
-                d.requires_grad_(True)
-            losses["student"] = loss_s
-            check_finite(step, checkpoint=run, **{k: v for k, v in losses.items() if not k.startswith("keep")})
+            if step % cfg.teacher_every == 0:  # Algorithm 1, lines 17-21
+                opt_t = {t: opt[t] for t in TEACHERS}
+                losses.update(teachers_step(teachers, d, opt_t, opt["D"], gan, x_a, y_a, cfg.lambda_recon))
+            x_u = next(u_batches).to(dev) if u_batches is not None else None
+            losses.update(
+                distill_step(student, teachers, d, omgd, opt["student"], x_a, x_u, ema, rng, cfg.pseudo_label_rule)
+            )
+            check_finite(step, checkpoint=run, **losses)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             if progress is not None:
@@ -205,14 +239,15 @@ def train_stage2(
         for s in sched.values():
             s.step()
         row: dict[str, Any] = {"epoch": epoch, "lr": lr, **{k: v / max(n_batches, 1) for k, v in sums.items()}}
-        for name, model in (("student", student), *((f"teacher_{t}", teachers[t]) for t in TEACHERS)):
-            scores = evaluate(model, val_pairs, dev)
-            row[f"val_psnr_{name}"], row[f"val_ssim_{name}"] = scores["psnr"], scores["ssim"]
-        score = row["val_psnr_student"]
-        improved = score is None or state["best"] is None or score > state["best"]
-        if improved:
-            state["best"], state["best_epoch"] = score, epoch
-            student.save(out / "best_student")
+        scores: dict[str, Any] = judge(student) if judge is not None else evaluate(student, val_pairs, dev)
+        row.update({f"val_{k}_student": v for k, v in scores.items()})
+        for t in TEACHERS:
+            row.update({f"val_{k}_teacher_{t}": v for k, v in evaluate(teachers[t], val_pairs, dev).items()})
+        if judge is not None:
+            figure = judge.rank(scores)
+            if state["best"] is None or figure > state["best"]:
+                state["best"], state["best_epoch"] = figure, epoch
+                student.save(out / "best_student")
         student.save(out / "last_student")
         state["ema"] = {t: ema[t].value for t in TEACHERS}
         state["history"].append(row)
@@ -221,19 +256,20 @@ def train_stage2(
 
     for t in TEACHERS:
         teachers[t].save(out / f"teacher_{t}")
-    if not (out / "best_student").is_dir():
-        student.save(out / "best_student")
+    chosen = out / ("last_student" if judge is None else "best_student")
     summary = {
         "run": str(out),
         "epochs": total,
         "resumed_from": start if ckpt is not None else None,
         "unlabeled_used": use_u,
         "perceptual": perceptual_name,
+        "pseudo_label_rule": cfg.pseudo_label_rule,
         "genes": genes,
-        "best_epoch": state["best_epoch"],
-        "best_val_psnr": state["best"],
-        "best_student": str(out / "best_student"),
+        "select_by": cfg.select_by,
+        "selected_epoch": total if judge is None else state["best_epoch"],
+        "student": str(chosen),
         "last_student": str(out / "last_student"),
+        "last": state["history"][-1] if state["history"] else None,
         "history": state["history"],
     }
     atomic_write_json(out / "summary.json", summary)

@@ -355,3 +355,16 @@ def test_resume_refuses_other_settings(tmp_path):
         prepare_run(_image(), tmp_path / "run", SETGANConfig(mode="parallel", **TINY), resume=True)
     # Bookkeeping-only settings may change.
     prepare_run(_image(), tmp_path / "run", SETGANConfig(mode="serial", **{**TINY, "ckpt_every": 7}), resume=True)
+
+
+def test_samples_never_redraw_the_reconstruction_noise():
+    """With the default seeds (training 0, sampling 0), the first sample's coarsest noise used to equal the
+    reconstruction noise, so sample_000 reproduced the training image."""
+    from edgegan.setgan.train import reconstruction_seed
+
+    for seed in range(4):
+        z_rec = torch.randn(1, 1, 25, 33, generator=torch.Generator().manual_seed(reconstruction_seed(seed)))
+        for sample_seed in range(8):
+            z = torch.randn(1, 1, 25, 33, generator=torch.Generator().manual_seed(sample_seed))
+            assert (z - z_rec).abs().mean() > 0.5
+    assert reconstruction_seed(0) == reconstruction_seed(0) != reconstruction_seed(1)

@@ -13,6 +13,7 @@ intra-scale checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import multiprocessing as mp
 import os
@@ -136,6 +137,14 @@ def train_scale(
 # ---------------------------------------------------------------------------------- setup
 
 
+
+def reconstruction_seed(seed: int) -> int:
+    """The seed of the fixed reconstruction noise: a stream of its own, so that sampling with a plain seed
+    (``torch.Generator().manual_seed(seed)``, as every sampler here does) never redraws it and a "random"
+    sample never silently reproduces the training image."""
+    digest = hashlib.sha256(f"edgegan.setgan.reconstruction:{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
 def prepare_run(
     image: str | Path | torch.Tensor,
     out: str | Path,
@@ -165,7 +174,7 @@ def prepare_run(
     h, w = img.shape[-2:]
     spec = compute_pyramid(h, w, cfg.max_size, cfg.min_size, cfg.factor)
     reals = real_pyramid(img.float(), spec)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(reconstruction_seed(cfg.seed))
     z_rec = torch.randn(1, 1, *spec.sizes[0], generator=gen)
     run.path.mkdir(parents=True, exist_ok=True)
     RunDir(run.path, {"setgan": cfg.to_dict(), "image": desc}, resume=True, allow_config_change=True)

@@ -576,7 +576,7 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
     for col in ("method", "trainable params", "stored bytes", "train s", "PSNR", "SSIM"):
         table.add_column(col, justify="right")
     labels = {"lora": "LoRA (searched ranks)", "full": "full fine-tune", "pix2pix": "pix2pix scratch"}
-    labels |= {"lora_lr_full": "LoRA (searched ranks) at the full model's lr"}
+    labels |= {"lora_lr_full": f"LoRA (searched ranks) at the full model's lr ({', '.join(having('lora_lr_full'))})"}
     labels |= {f"rank{r}": f"LoRA, rank {r} everywhere" for r in p["fixed_ranks"]}
     labels |= {"identity": "identity (output = input)"}
     for key, label in labels.items():

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
+
+from edgegan.nn import PaddingKind, pad_and_conv_padding
+from edgegan.nn.layers import zero_init
 
 
 class FeatureRecorder:
@@ -28,7 +32,9 @@ def block_thirds(n_blocks: int) -> list[int]:
 
 class StemTrunkHead:
     """Forward pass and feature names shared by generators laid out as
-    ``stem -> down[] -> blocks[] -> up[] -> head`` (the ResNet and mobile ResNet generators)."""
+    ``stem -> down[] -> blocks[] -> up[] -> head`` (the ResNet and mobile ResNet generators), with the
+    config's optional ``input_skip`` (the stem conv's un-normalised output added before the head) and
+    ``residual`` (the input plus the head's output); see :mod:`edgegan.models.resnet`."""
 
     stem: torch.nn.Module
     down: torch.nn.ModuleList
@@ -50,13 +56,40 @@ class StemTrunkHead:
     def forward(
         self, x: torch.Tensor, return_features: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        config = getattr(self, "config", None)
+        skip, residual = getattr(config, "input_skip", False), getattr(config, "residual", False)
         rec = FeatureRecorder(return_features)
-        h = rec("stem", self.stem(x))
+        if skip:  # the stem is [pad,] conv, norm, ReLU: the skip takes the conv's output before the norm
+            raw = self.stem[:-2](x)  # type: ignore[index]
+            h = rec("stem", self.stem[-2:](raw))  # type: ignore[index]
+        else:
+            h = rec("stem", self.stem(x))
         for i, layer in enumerate(self.down):
             h = rec(f"down{i + 1}", layer(h))
         for i, block in enumerate(self.blocks):
             h = rec(f"block{i + 1}", block(h))
         for i, layer in enumerate(self.up):
             h = rec(f"up{i + 1}", layer(h))
+        if skip:
+            h = h + torch.relu(raw)
         out = self.head(h)
+        if residual:
+            out = add_input(x, out, self.training)  # type: ignore[attr-defined]
         return (out, rec.features) if return_features else out
+
+
+def output_head(channels: int, output_nc: int, padding_type: PaddingKind, residual: bool) -> nn.Sequential:
+    """The 7×7 output conv: followed by tanh (the papers), or zero-initialised with no tanh for a residual
+    generator (see :func:`add_input`). The conv is at the same index either way, so weights keep their names."""
+    pads, p = pad_and_conv_padding(padding_type, 3)
+    conv = nn.Conv2d(channels, output_nc, 7, padding=p)
+    if residual:
+        return nn.Sequential(*pads, zero_init(conv))  # starts as the identity map: output = input
+    return nn.Sequential(*pads, conv, nn.Tanh())
+
+
+def add_input(x: torch.Tensor, correction: torch.Tensor, training: bool) -> torch.Tensor:
+    """``x + correction``. Training sees it unclamped (a clamp would stop the gradient of every pixel it
+    touches); evaluation, and so ONNX export, clamps it to the image range [-1, 1]."""
+    out = x + correction
+    return out if training else out.clamp(-1.0, 1.0)

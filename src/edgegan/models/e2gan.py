@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgegan.errors import ConfigError
+from edgegan.models._features import add_input
 from edgegan.nn import NormKind, PaddingKind, ResnetBlock, conv_bias, norm_layer, pad_and_conv_padding
 from edgegan.registry import EdgeModel, ModelConfig, register
 
@@ -279,9 +280,4 @@ class E2GANGenerator(EdgeModel):
             # has lost; the text decides how they mix into the head (per-pixel colour maps per concept).
             h = h + self.skip_film(F.relu(raw), pooled)
         out = self.head(h)
-        if not c.residual:
-            return out
-        out = x + out
-        # Training sees the unclamped residual (a clamp would stop the gradient of any pixel it touches);
-        # inference and export keep the output in the image range.
-        return out if self.training else out.clamp(-1.0, 1.0)
+        return add_input(x, out, self.training) if c.residual else out

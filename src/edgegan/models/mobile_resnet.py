@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from edgegan.errors import ConfigError
-from edgegan.models.resnet import InputPaths, output_head
+from edgegan.models._features import StemTrunkHead, output_head
 from edgegan.nn import MobileResnetBlock, NormKind, PaddingKind, conv_bias, norm_layer, pad_and_conv_padding
 from edgegan.registry import EdgeModel, ModelConfig, register
 
@@ -53,7 +53,7 @@ class MobileResnetGeneratorConfig(ModelConfig):
 
 
 @register("mobile_resnet_generator")
-class MobileResnetGenerator(InputPaths, EdgeModel):
+class MobileResnetGenerator(StemTrunkHead, EdgeModel):
     """Same stem, down- and up-sampling as the ResNet generator; separable-conv residual blocks."""
 
     config_cls = MobileResnetGeneratorConfig

@@ -21,62 +21,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from edgegan.errors import ConfigError
-from edgegan.models._features import FeatureRecorder, StemTrunkHead
+from edgegan.models._features import StemTrunkHead, output_head
 from edgegan.nn import NormKind, PaddingKind, ResnetBlock, conv_bias, norm_layer, pad_and_conv_padding
-from edgegan.nn.layers import zero_init
 from edgegan.registry import EdgeModel, ModelConfig, register
-
-
-def output_head(channels: int, output_nc: int, padding_type: PaddingKind, residual: bool) -> nn.Sequential:
-    """The 7×7 output conv: followed by tanh (the papers), or zero-initialised with no tanh for a residual
-    generator (see :func:`add_input`). The conv is at the same index either way, so weights keep their names."""
-    pads, p = pad_and_conv_padding(padding_type, 3)
-    conv = nn.Conv2d(channels, output_nc, 7, padding=p)
-    if residual:
-        return nn.Sequential(*pads, zero_init(conv))  # starts as the identity map: output = input
-    return nn.Sequential(*pads, conv, nn.Tanh())
-
-
-def add_input(x: torch.Tensor, correction: torch.Tensor, training: bool) -> torch.Tensor:
-    """``x + correction``. Training sees it unclamped (a clamp would stop the gradient of every pixel it
-    touches); evaluation, and so ONNX export, clamps it to the image range [-1, 1]."""
-    out = x + correction
-    return out if training else out.clamp(-1.0, 1.0)
-
-
-class InputPaths(StemTrunkHead):
-    """``StemTrunkHead``'s forward pass plus the config's ``input_skip`` and ``residual`` (see the module docs).
-
-    The stem is ``[pad,] conv, norm, ReLU``; the input skip takes the conv's output before the norm.
-    """
-
-    config: ModelConfig
-    training: bool
-    stem: nn.Sequential
-
-    def forward(
-        self, x: torch.Tensor, return_features: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        skip, residual = getattr(self.config, "input_skip", False), getattr(self.config, "residual", False)
-        rec = FeatureRecorder(return_features)
-        raw = self.stem[:-2](x)  # pad and conv: the input's colour, not yet normalised away
-        h = rec("stem", self.stem[-2:](raw))
-        for i, layer in enumerate(self.down):
-            h = rec(f"down{i + 1}", layer(h))
-        for i, block in enumerate(self.blocks):
-            h = rec(f"block{i + 1}", block(h))
-        for i, layer in enumerate(self.up):
-            h = rec(f"up{i + 1}", layer(h))
-        if skip:
-            h = h + torch.relu(raw)
-        out = self.head(h)
-        if residual:
-            out = add_input(x, out, self.training)
-        return (out, rec.features) if return_features else out
 
 
 @dataclass
@@ -104,7 +54,7 @@ class ResnetGeneratorConfig(ModelConfig):
 
 
 @register("resnet_generator")
-class ResnetGenerator(InputPaths, EdgeModel):
+class ResnetGenerator(StemTrunkHead, EdgeModel):
     """7×7 stem, two stride-2 downs, ``n_blocks`` residual blocks, two transposed-conv ups, 7×7 head, tanh
     (with ``residual``: the input plus the head's output; with ``input_skip``: the stem's un-normalised output
     added before the head).

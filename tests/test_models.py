@@ -185,11 +185,29 @@ def test_residual_generator_starts_as_identity_and_clamps_only_in_eval(arch, ski
     assert torch.equal(y, out) and list(feats) == list(g.feature_names)
 
 
-@pytest.mark.parametrize("arch", sorted(INPUT_PATH_ARCHS))
+SUPERNET_PATH_ARCHS = {
+    "mobile_resnet_supernet": {"ngf": 8, "n_blocks": 3},
+    "depth_width_generator": {"widths": [8, 8, 8, 8, 4], "hidden": [8, 8, 8, 8, 8], "depths": [1, 0, 2, 0, 1]},
+    "depth_width_supernet": {"ngf": 8, "n_blocks": 2, "max_inserted": 1},
+}
+
+
+@pytest.mark.parametrize("arch", sorted(SUPERNET_PATH_ARCHS))
+def test_residual_supernets_and_depth_width_start_as_identity(arch):
+    g = edgegan.build(arch, **SUPERNET_PATH_ARCHS[arch], residual=True, input_skip=True)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert torch.equal(g.train()(x), x) and torch.equal(g.eval()(x), x)
+    with torch.no_grad():
+        g.head[-1].bias.fill_(0.5)
+    assert torch.allclose(g.eval()(x), (x + 0.5).clamp(-1, 1))
+
+
+@pytest.mark.parametrize("arch", sorted(INPUT_PATH_ARCHS) + sorted(SUPERNET_PATH_ARCHS))
 def test_input_paths_keep_parameter_names(arch):
-    names = set(edgegan.build(arch, **INPUT_PATH_ARCHS[arch]).state_dict())
-    for options in ({"residual": True}, {"input_skip": True}, {"residual": True, "input_skip": True}):
-        assert set(edgegan.build(arch, **INPUT_PATH_ARCHS[arch], **options).state_dict()) == names
+    options = INPUT_PATH_ARCHS.get(arch) or SUPERNET_PATH_ARCHS[arch]
+    names = set(edgegan.build(arch, **options).state_dict())
+    for paths in ({"residual": True}, {"input_skip": True}, {"residual": True, "input_skip": True}):
+        assert set(edgegan.build(arch, **options, **paths).state_dict()) == names
 
 
 def test_input_skip_lets_the_global_colour_through():
@@ -210,8 +228,9 @@ def test_input_path_options_are_checked_and_old_configs_load(tmp_path):
         ResnetGenerator(input_nc=1, output_nc=3, residual=True)
     with pytest.raises(ConfigError, match="input_nc == output_nc"):
         MobileResnetGenerator(input_nc=1, output_nc=3, ngf=8, residual=True)
-    with pytest.raises(ConfigError, match="c0 == c7"):
-        MobileResnetGenerator(channels="8_8_8_4_4_4_8_16", input_skip=True)
+    for channels in ("8_8_8_4_4_4_8_16", "16_8_8_4_4_4_8_8"):  # the skip feeds min(c0, c7) channels
+        g = MobileResnetGenerator(channels=channels, n_blocks=3, input_skip=True)
+        assert g(torch.zeros(1, 3, 16, 16)).shape == (1, 3, 16, 16)
     assert ResnetGenerator(input_nc=1, output_nc=3, ngf=4, n_blocks=1)(torch.zeros(1, 1, 8, 8)).shape[1] == 3
     # A model folder saved before the options existed loads with the papers' layout.
     for arch, options in INPUT_PATH_ARCHS.items():

@@ -45,6 +45,29 @@ def test_supernet_matches_extracted_subnet_instance_norm(n_blocks, padding_type)
             _assert_close(sup(x), sub(x))
 
 
+@pytest.mark.parametrize("paths", [{"residual": True}, {"input_skip": True}, {"residual": True, "input_skip": True}])
+def test_supernet_with_input_paths_matches_extracted_subnet(paths):
+    """Sub-networks keep the teacher's input paths; the skip feeds min(c0, c7) channels, so c0 != c7 is exact."""
+    torch.manual_seed(0)
+    sup = MobileResnetSupernet(ngf=16, n_blocks=3, **paths).eval()
+    with torch.no_grad():  # the residual head starts at zero (output = input): give it weights to compare
+        for p in sup.head.parameters():
+            p.normal_(0, 0.05)
+    x = _x()
+    configs = [(16, 8, 8, 8, 8, 8, 8, 4), (4, 8, 8, 8, 8, 8, 8, 16), sup.smallest_config(CHOICES)]
+    configs += [sup.sample_config(random.Random(seed), CHOICES) for seed in range(3)]
+    for ch in configs:
+        sup.set_config(ch)
+        sub = extract_subnet(sup, ch)
+        assert (sub.config.residual, sub.config.input_skip) == (sup.config.residual, sup.config.input_skip)
+        with torch.no_grad():
+            out = sup(x)
+            _assert_close(out, sub(x))
+            if paths.get("residual"):  # the correction is not zero, and evaluation clamps to the image range
+                assert (out - x.clamp(-1, 1)).abs().max() > 1e-3
+                assert out.abs().max() <= 1.0
+
+
 def test_supernet_matches_subnet_with_batch_norm_and_dropout_in_eval():
     sup = MobileResnetSupernet(ngf=16, n_blocks=3, norm="batch", dropout=0.5)
     rng = random.Random(1)

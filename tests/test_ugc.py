@@ -113,6 +113,26 @@ def test_extracted_subnetwork_equals_supernet_at_that_config():
         assert sum(len(s) for s in sub.stages) == sum(genes[10:])
 
 
+def test_extracted_subnetwork_with_input_paths_equals_supernet():
+    torch.manual_seed(0)
+    net = tiny_supernet(residual=True, input_skip=True).eval()
+    with torch.no_grad():  # the residual head starts at zero (output = input): give it weights to compare
+        for p in net.head.parameters():
+            p.normal_(0, 0.05)
+    choices = net.gene_choices([2, 4, 6, 8], [0, 1, 2], [1, 2, 3])
+    x = torch.randn(2, 3, 32, 32).clamp(-1, 1)
+    rng = random.Random(1)
+    for genes in [net.largest_config(choices), net.smallest_config(choices)] + [
+        net.sample_config(rng, choices) for _ in range(4)
+    ]:
+        net.set_config(genes)
+        sub = net.extract(genes).eval()
+        assert sub.config.residual and sub.config.input_skip
+        out = net(x)
+        assert torch.allclose(out, sub(x), atol=1e-6), genes
+        assert (out - x).abs().max() > 1e-3
+
+
 def test_static_subnetwork_round_trips_and_validates(tmp_path):
     net = tiny_supernet()
     genes = (4, 4, 8, 2, 6, 4, 8, 2, 2, 4, 1, 0, 2, 2, 0)

@@ -65,7 +65,7 @@ from edgegan.losses import GANLoss
 from edgegan.metrics.reference import psnr
 from edgegan.metrics.ssim import ssim
 from edgegan.models.discriminators import PatchDiscriminator
-from edgegan.models.mobile_resnet import MobileResnetGenerator, MobileResnetGeneratorConfig
+from edgegan.models.mobile_resnet import MobileResnetGenerator
 from edgegan.models.mobile_supernet import MobileResnetSupernet
 from edgegan.nn.dynamic import load_leading_slices
 from edgegan.nn.layers import init_gan_weights
@@ -812,10 +812,8 @@ def distill(
 
 
 def _residual_like(t_cfg: Any) -> dict[str, bool]:
-    """``{"residual": ...}`` copied from the teacher's config, where the mobile generator has the option."""
-    if "residual" not in {f.name for f in dataclasses.fields(MobileResnetGeneratorConfig)}:
-        return {}
-    return {"residual": bool(getattr(t_cfg, "residual", False))}
+    """The teacher's ``residual`` and ``input_skip``: the student keeps the teacher's input path."""
+    return {k: bool(getattr(t_cfg, k, False)) for k in ("residual", "input_skip")}
 
 
 @torch.no_grad()

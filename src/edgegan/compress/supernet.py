@@ -18,9 +18,6 @@ def subnet_config(supernet: MobileResnetSupernet, channels: Sequence[int]) -> Mo
     """The ``MobileResnetGenerator`` config of ``supernet``'s sub-network at channel config ``channels``."""
     ch = supernet.validate_config(channels)
     c = supernet.config
-    # A supernet that adds its input to its output (``residual``) gives sub-networks that do the same; the
-    # supernet has no such option yet, and a generator config without it takes no such keyword.
-    residual = {"residual": c.residual} if hasattr(c, "residual") else {}
     return MobileResnetGeneratorConfig(
         input_nc=c.input_nc,
         output_nc=c.output_nc,
@@ -30,7 +27,8 @@ def subnet_config(supernet: MobileResnetSupernet, channels: Sequence[int]) -> Mo
         norm=c.norm,
         dropout=c.dropout,
         padding_type=c.padding_type,
-        **residual,
+        residual=c.residual,
+        input_skip=c.input_skip,
     )
 
 

@@ -160,7 +160,8 @@ def _count(model: nn.Module) -> int:
 
 def build_supernet(teacher: nn.Module, cfg: SupernetConfig) -> MobileResnetSupernet:
     """The ``MobileResnetSupernet`` :func:`train_supernet` trains for ``teacher``: width ``cfg.ngf``, the
-    teacher's channels in and out, norm and padding, and ``cfg.n_blocks`` (None: the teacher's) blocks."""
+    teacher's channels in and out, norm, padding, ``residual`` and ``input_skip``, and ``cfg.n_blocks`` (None:
+    the teacher's) blocks."""
     t_cfg = getattr(teacher, "config", None)
     n_blocks = cfg.n_blocks if cfg.n_blocks is not None else len(getattr(teacher, "blocks", ()))
     return MobileResnetSupernet(
@@ -170,6 +171,8 @@ def build_supernet(teacher: nn.Module, cfg: SupernetConfig) -> MobileResnetSuper
         n_blocks=n_blocks,
         norm=getattr(t_cfg, "norm", "instance"),
         padding_type=getattr(t_cfg, "padding_type", "reflect"),
+        residual=bool(getattr(t_cfg, "residual", False)),
+        input_skip=bool(getattr(t_cfg, "input_skip", False)),
     )
 
 
@@ -185,7 +188,7 @@ def init_supernet(supernet: MobileResnetSupernet, student: nn.Module) -> None:
     """Load ``student``'s weights into ``supernet``: each supernet tensor takes the leading slice of the
     same-named student tensor. ConfigError when the two differ in layout or the student is narrower."""
     s_cfg, n_cfg = getattr(student, "config", None), supernet.config
-    for key in ("input_nc", "output_nc", "n_blocks", "norm", "padding_type", "residual"):
+    for key in ("input_nc", "output_nc", "n_blocks", "norm", "padding_type", "residual", "input_skip"):
         mine, theirs = getattr(n_cfg, key, False), getattr(s_cfg, key, False)
         if mine != theirs:
             raise ConfigError(f"the student that initialises the supernet has {key}={theirs!r}, the supernet {mine!r}")

@@ -71,18 +71,34 @@ class StemTrunkHead:
         for i, layer in enumerate(self.up):
             h = rec(f"up{i + 1}", layer(h))
         if skip:
-            h = h + torch.relu(raw)
+            h = add_skip(h, raw)
         out = self.head(h)
         if residual:
             out = add_input(x, out, self.training)  # type: ignore[attr-defined]
         return (out, rec.features) if return_features else out
 
 
-def output_head(channels: int, output_nc: int, padding_type: PaddingKind, residual: bool) -> nn.Sequential:
-    """The 7×7 output conv: followed by tanh (the papers), or zero-initialised with no tanh for a residual
-    generator (see :func:`add_input`). The conv is at the same index either way, so weights keep their names."""
+def add_skip(h: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+    """``h`` plus ``relu(raw)`` (the stem conv's un-normalised output) on their common leading channels.
+
+    The stem and the last up-sampling layer may differ in width (a compressed student's c0 and c7, a
+    supernet's sub-networks): the skip then feeds the first ``min`` channels, which keeps every sub-network
+    of a supernet equal to the standalone generator built from its leading weight slices."""
+    k = min(h.shape[1], raw.shape[1])
+    skip = torch.relu(raw[:, :k])
+    if k == h.shape[1]:
+        return h + skip
+    return torch.cat([h[:, :k] + skip, h[:, k:]], 1)
+
+
+def output_head(
+    channels: int, output_nc: int, padding_type: PaddingKind, residual: bool, conv_cls: type[nn.Module] = nn.Conv2d
+) -> nn.Sequential:
+    """The 7×7 output conv (``conv_cls``: a supernet passes its dynamic conv): followed by tanh (the papers), or
+    zero-initialised with no tanh for a residual generator (see :func:`add_input`). The conv is at the same
+    index either way, so weights keep their names."""
     pads, p = pad_and_conv_padding(padding_type, 3)
-    conv = nn.Conv2d(channels, output_nc, 7, padding=p)
+    conv = conv_cls(channels, output_nc, 7, padding=p)
     if residual:
         return nn.Sequential(*pads, zero_init(conv))  # starts as the identity map: output = input
     return nn.Sequential(*pads, conv, nn.Tanh())

@@ -11,6 +11,10 @@ five layer widths, five stage inner widths and five stage depths. Widths are in 
 multiplier turns into channels (``stem`` ×1, ``down1`` ×2, ``down2`` ×4, ``up1`` ×2, ``up2`` ×1, as in
 GAN Compression's channel configs), so a choice list such as 8..64 applies to every width gene.
 The sub-network keeps the first ``depth`` blocks of every stage and the leading slice of every weight.
+
+``residual`` and ``input_skip`` (off by default, the paper's layout) are the input paths of
+:mod:`edgegan.models.resnet`: the output is the input plus the head's correction, and the stem conv's
+un-normalised output reaches the head (on the first ``min(stem, up2)`` channels, so sub-networks stay exact).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 from torch import nn
 
 from edgegan.errors import ConfigError
+from edgegan.models._features import add_input, add_skip, output_head
 from edgegan.nn import MobileResnetBlock, NormKind, PaddingKind, conv_bias, norm_layer, pad_and_conv_padding
 from edgegan.nn.dynamic import (
     DynamicConv2d,
@@ -59,6 +64,11 @@ def _positive_list(name: str, values: Sequence[int], n: int, allow_zero: bool = 
     return [int(v) for v in items]
 
 
+def _check_residual(residual: bool, input_nc: int, output_nc: int) -> None:
+    if residual and input_nc != output_nc:
+        raise ConfigError("residual=true needs input_nc == output_nc")
+
+
 def _stage_dims(widths: Sequence[int]) -> list[int]:
     """The residual width of each stage: down1, down2, down2 (trunk), up1, up2."""
     return [widths[1], widths[2], widths[2], widths[3], widths[4]]
@@ -76,11 +86,14 @@ class DepthWidthGeneratorConfig(ModelConfig):
     norm: NormKind = "instance"
     padding_type: PaddingKind = "reflect"
     dropout: float = 0.0
+    residual: bool = False
+    input_skip: bool = False
 
     def __post_init__(self) -> None:
         for name in ("input_nc", "output_nc"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        _check_residual(self.residual, self.input_nc, self.output_nc)
         self.widths = _positive_list("widths", self.widths, len(LAYERS))
         self.hidden = _positive_list("hidden", self.hidden, len(STAGES))
         self.depths = _positive_list("depths", self.depths, len(STAGES), allow_zero=True)
@@ -102,18 +115,26 @@ class _Layout:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         depths = self._active_depths()
+        config = self.config  # type: ignore[attr-defined]
 
         def stage(i: int, h: torch.Tensor) -> torch.Tensor:
             for block in list(self.stages[i])[: depths[i]]:
                 h = block(h)
             return h
 
-        h = self.stem(x)
+        if config.input_skip:  # the stem is [pad,] conv, norm, ReLU: the skip takes the conv's output
+            raw = self.stem[:-2](x)  # type: ignore[index]
+            h = self.stem[-2:](raw)  # type: ignore[index]
+        else:
+            h = self.stem(x)
         h = stage(0, self.down[0](h))
         h = stage(2, stage(1, self.down[1](h)))
         h = stage(3, self.up[0](h))
         h = stage(4, self.up[1](h))
-        return self.head(h)
+        if config.input_skip:
+            h = add_skip(h, raw)
+        out = self.head(h)
+        return add_input(x, out, self.training) if config.residual else out  # type: ignore[attr-defined]
 
 
 def _build(
@@ -127,6 +148,7 @@ def _build(
     padding_type: PaddingKind,
     dropout: float,
     dynamic: bool,
+    residual: bool = False,
 ) -> None:
     conv = DynamicConv2d if dynamic else nn.Conv2d
     conv_t = DynamicConvTranspose2d if dynamic else nn.ConvTranspose2d
@@ -157,8 +179,7 @@ def _build(
         )
         for i in range(2)
     )
-    pads, p = pad_and_conv_padding(padding_type, 3)
-    module.head = nn.Sequential(*pads, conv(widths[4], output_nc, 7, padding=p), nn.Tanh())
+    module.head = output_head(widths[4], output_nc, padding_type, residual, conv_cls=conv)
 
 
 @register("depth_width_generator")
@@ -183,6 +204,7 @@ class DepthWidthGenerator(_Layout, EdgeModel):
             c.padding_type,
             c.dropout,
             dynamic=False,
+            residual=c.residual,
         )
 
 
@@ -199,11 +221,14 @@ class DepthWidthSupernetConfig(ModelConfig):
     norm: NormKind = "instance"
     padding_type: PaddingKind = "reflect"
     dropout: float = 0.0
+    residual: bool = False
+    input_skip: bool = False
 
     def __post_init__(self) -> None:
         for name in ("input_nc", "output_nc", "ngf"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        _check_residual(self.residual, self.input_nc, self.output_nc)
         for name in ("n_blocks", "max_inserted"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -238,6 +263,7 @@ class DepthWidthSupernet(_Layout, EdgeModel):
             c.padding_type,
             c.dropout,
             dynamic=True,
+            residual=c.residual,
         )
         self.active_config: tuple[int, ...] = self.largest_config()
         self._depths = c.max_depths()
@@ -318,6 +344,8 @@ class DepthWidthSupernet(_Layout, EdgeModel):
             norm=c.norm,
             padding_type=c.padding_type,
             dropout=c.dropout,
+            residual=c.residual,
+            input_skip=c.input_skip,
         )
 
     def sample_config(self, rng: random.Random, choices: Sequence[Sequence[int]]) -> tuple[int, ...]:

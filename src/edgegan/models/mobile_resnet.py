@@ -17,7 +17,7 @@ class MobileResnetGeneratorConfig(ModelConfig):
     """``channels`` = c0..c7: stem c0; downs to c1·2 and c2·4 (trunk); block hidden widths c3·4
     (blocks 1-3), c4·4 (4-6), c5·4 (7-9); ups to c6·2 and c7. Unset, all eight equal ``ngf``.
     ``residual`` and ``input_skip`` as in the ResNet generator (see :mod:`edgegan.models.resnet`); the input
-    skip adds the stem's c0 channels to the last up-sampling layer's c7, so it needs c0 == c7."""
+    skip adds the stem's c0 channels to the last up-sampling layer's c7 on their first min(c0, c7) channels."""
 
     input_nc: int = 3
     output_nc: int = 3
@@ -44,8 +44,6 @@ class MobileResnetGeneratorConfig(ModelConfig):
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.residual and self.input_nc != self.output_nc:
             raise ConfigError("residual=true needs input_nc == output_nc")
-        if self.input_skip and self.channels[0] != self.channels[7]:
-            raise ConfigError(f"input_skip=true needs channels c0 == c7, got {self.channels[0]} and {self.channels[7]}")
 
     @property
     def channels_str(self) -> str:

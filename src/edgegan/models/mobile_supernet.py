@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from edgegan.errors import ConfigError
-from edgegan.models._features import StemTrunkHead
+from edgegan.models._features import StemTrunkHead, output_head
 from edgegan.nn import NormKind, PaddingKind, conv_bias, pad_and_conv_padding
 from edgegan.nn.dynamic import DynamicConv2d, DynamicConvTranspose2d, DynamicMobileResnetBlock, dynamic_norm_layer
 from edgegan.registry import EdgeModel, ModelConfig, register
@@ -25,7 +25,8 @@ N_CHANNELS = 8
 
 @dataclass
 class MobileResnetSupernetConfig(ModelConfig):
-    """``ngf`` is the widest choice of every config entry: the full supernet is the generator at ``(ngf,)*8``."""
+    """``ngf`` is the widest choice of every config entry: the full supernet is the generator at ``(ngf,)*8``.
+    ``residual`` and ``input_skip`` as in the mobile ResNet generator; its sub-networks inherit them."""
 
     input_nc: int = 3
     output_nc: int = 3
@@ -34,11 +35,15 @@ class MobileResnetSupernetConfig(ModelConfig):
     norm: NormKind = "instance"
     padding_type: PaddingKind = "reflect"
     dropout: float = 0.0
+    residual: bool = False
+    input_skip: bool = False
 
     def __post_init__(self) -> None:
         for name in ("input_nc", "output_nc", "ngf"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.residual and self.input_nc != self.output_nc:
+            raise ConfigError("residual=true needs input_nc == output_nc")
         if self.n_blocks < 0:
             raise ConfigError(f"n_blocks must be >= 0, got {self.n_blocks}")
         if not 0.0 <= self.dropout < 1.0:
@@ -101,8 +106,7 @@ class MobileResnetSupernet(StemTrunkHead, EdgeModel):
             )
             for i in range(2)
         )
-        pads, p = pad_and_conv_padding(c.padding_type, 3)
-        self.head = nn.Sequential(*pads, DynamicConv2d(n, c.output_nc, 7, padding=p), nn.Tanh())
+        self.head = output_head(n, c.output_nc, c.padding_type, c.residual, conv_cls=DynamicConv2d)
         self.active_config: tuple[int, ...] = self.largest_config()
 
     # ---------------------------------------------------------------- channel configs
@@ -147,7 +151,7 @@ class MobileResnetSupernet(StemTrunkHead, EdgeModel):
                 index += 1
         _width_layer(self.up[0], 0).set_active(ch[6] * 2)
         _width_layer(self.up[1], 0).set_active(ch[7])
-        _width_layer(self.head, -2).set_active(None)
+        _width_layer(self.head, -1 if self.config.residual else -2).set_active(None)
         self.active_config = ch
 
     def _check_choices(self, choices: Sequence[int]) -> list[int]:

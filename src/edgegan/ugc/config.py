@@ -27,7 +27,8 @@ class UGCConfig:
     Data: ``labeled_fraction`` of the training pairs keep their targets (split by ``seed``);
     ``val_fraction`` of the labelled pairs are held out to score checkpoints and search candidates.
     Stage 1 trains a :class:`~edgegan.models.DepthWidthSupernet` (``ngf``, ``n_blocks``,
-    ``max_inserted``) with the sandwich rule; gene choices are ``widths`` (every width gene),
+    ``max_inserted``, and the input paths ``residual``/``input_skip`` of :mod:`edgegan.models.depth_width`,
+    off by default as in the paper) with the sandwich rule; gene choices are ``widths`` (every width gene),
     ``depths`` (inserted stages) and ``trunk_depths`` (None: the trunk keeps ``n_blocks``).
     Stage 2 searches a student under ``budget`` (MACs, GAN Compression convention, at ``profile_size``)
     and two teachers of about ``teacher_ratio`` × the student's MACs, then distils online: teachers
@@ -57,6 +58,8 @@ class UGCConfig:
     widths: tuple[int, ...] = (8, 16, 24, 32, 40, 48, 56, 64)
     depths: tuple[int, ...] = (0, 1, 2)
     trunk_depths: tuple[int, ...] | None = None
+    residual: bool = False
+    input_skip: bool = False
     ndf: int = 64
     d_layers: int = 3
     # losses

@@ -38,7 +38,13 @@ Progress = Callable[[int, int, int], None]
 
 def build_supernet(cfg: UGCConfig, input_nc: int = 3, output_nc: int = 3) -> DepthWidthSupernet:
     return DepthWidthSupernet(
-        input_nc=input_nc, output_nc=output_nc, ngf=cfg.ngf, n_blocks=cfg.n_blocks, max_inserted=cfg.max_inserted
+        input_nc=input_nc,
+        output_nc=output_nc,
+        ngf=cfg.ngf,
+        n_blocks=cfg.n_blocks,
+        max_inserted=cfg.max_inserted,
+        residual=cfg.residual,
+        input_skip=cfg.input_skip,
     )
 
 

@@ -1,7 +1,14 @@
-"""UGC vs GAN Compression at equal labelled fractions on facades labels -> photo (CPU preset).
+"""UGC vs GAN Compression at equal labelled fractions on facades (CPU preset).
 
-Usage: python bench/ugc.py [--fractions 0.25,1.0] [--ablations 0.25] [--data DIR]
-                           [--gc-run bench/results/gan_compression/pipeline] [--out bench/results/ugc]
+Usage: python bench/ugc.py [--task labels2photo|cool|...] [--fractions 0.25,1.0] [--ablations 0.25] [--data DIR]
+                           [--gc-run DIR] [--out DIR]
+
+``--task`` as in ``bench/gan_compression.py``: ``labels2photo`` (default; out ``bench/results/ugc``, GAN
+Compression run ``bench/results/gan_compression/pipeline``), or an editor name: facades photos -> that editor's
+output at 64 px (the data that bench prepares in ``bench/results/gan_compression_<editor>/data``; out
+``bench/results/ugc_<editor>``), where PSNR/SSIM against the target measure fidelity. On an editor task the
+GAN Compression rows use the ``editor-cpu`` preset and UGC the same input paths (``residual``, ``input_skip``),
+loads without crop jitter (64 px), and the report adds the identity row (output = input).
 
 For each labelled fraction f (split of facades/*/train by seed 0, saved as ``f*/split/split.json``):
 
@@ -38,7 +45,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gan_compression import DIRECTION, _capped, _costs, _data_dirs, _unit  # noqa: E402
+from gan_compression import DIRECTION, TASKS, Identity, _capped, _costs, _data_dirs, _unit, task_data  # noqa: E402
 
 import edgegan  # noqa: E402
 from edgegan.compress.pipeline import preset as gc_preset  # noqa: E402
@@ -65,7 +72,13 @@ def _tag(f: float) -> str:
     return f"f{round(f * 100):03d}"
 
 
-def _ugc_cfg(f: float, n_pairs: int, **overrides: Any) -> Any:
+# An editor task (photo -> editor output at 64 px): no crop jitter, and the input paths the papers' layout lacks.
+EDITOR_UGC = {"direction": "AtoB", "load_size": 64, "crop_size": 64, "residual": True, "input_skip": True}
+
+
+def _ugc_cfg(f: float, n_pairs: int, task: str = "labels2photo", **overrides: Any) -> Any:
+    if task != "labels2photo":
+        overrides = {**EDITOR_UGC, **overrides}
     base = ugc_preset("facades-cpu")
     n_base = max(1, round(n_pairs * BASE_FRACTION))
     n_f = max(1, round(n_pairs * f))
@@ -78,9 +91,11 @@ def _ugc_cfg(f: float, n_pairs: int, **overrides: Any) -> Any:
     return ugc_preset("facades-cpu", **out)
 
 
-def _gc_cfg(f: float) -> Any:
-    cfg = gc_preset("facades-cpu").with_direction(DIRECTION)
+def _gc_cfg(f: float, task: str = "labels2photo") -> Any:
     import dataclasses
+
+    editor = task != "labels2photo"
+    cfg = gc_preset("editor-cpu" if editor else "facades-cpu").with_direction("AtoB" if editor else DIRECTION)
 
     size = cfg.search_size
     return dataclasses.replace(cfg, budget_macs=str(BUDGET_256 * size * size // (256 * 256)))
@@ -97,9 +112,11 @@ def _seed_from_gc_run(gc_run: Path, run: Path) -> bool:
 
 
 @torch.no_grad()
-def _evaluate(models: dict[str, torch.nn.Module], a_test: Path, b_test: Path) -> tuple[dict, list]:
+def _evaluate(
+    models: dict[str, torch.nn.Module], a_test: Path, b_test: Path, direction: str = DIRECTION
+) -> tuple[dict, list]:
     data = PairedDataset.from_folders(
-        a_test, b_test, direction=DIRECTION, load_size=EVAL_SIZE, crop_size=EVAL_SIZE, train=False, flip=False
+        a_test, b_test, direction=direction, load_size=EVAL_SIZE, crop_size=EVAL_SIZE, train=False, flip=False
     )
     scores: dict[str, dict[str, list[torch.Tensor]]] = {n: {"psnr": [], "ssim": []} for n in models}
     grid: list[list[torch.Tensor]] = [[] for _ in range(2 + len(models))]
@@ -120,11 +137,12 @@ def _evaluate(models: dict[str, torch.nn.Module], a_test: Path, b_test: Path) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="labels2photo", choices=TASKS, help="labels2photo, or an editor's output")
     ap.add_argument("--fractions", default="0.25,1.0")
     ap.add_argument("--ablations", default="0.25", help="fractions that also get the two ablation rows ('' for none)")
     ap.add_argument("--data", type=Path, default=None)
-    ap.add_argument("--gc-run", type=Path, default=Path("bench/results/gan_compression/pipeline"))
-    ap.add_argument("--out", type=Path, default=Path("bench/results/ugc"))
+    ap.add_argument("--gc-run", type=Path, default=None, help="default: the GAN Compression bench's run of --task")
+    ap.add_argument("--out", type=Path, default=None, help="default: bench/results/ugc[_<editor>]")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--train-only", action="store_true", help="train every row, skip the evaluation")
     ap.add_argument(
@@ -136,7 +154,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     console = Console(width=130)
-    dirs = _data_dirs(args.data)
+    editor_task = args.task != "labels2photo"
+    suffix = f"_{args.task}" if editor_task else ""
+    args.gc_run = args.gc_run or Path(f"bench/results/gan_compression{suffix}/pipeline")
+    args.out = args.out or Path(f"bench/results/ugc{suffix}")
+    direction = "AtoB" if editor_task else DIRECTION
+    dirs = task_data(_data_dirs(args.data), args.task, Path(f"bench/results/gan_compression{suffix}/data"))
     fractions = [float(f) for f in args.fractions.split(",") if f]
     ablations = {float(f) for f in args.ablations.split(",") if f}
     n_pairs = len(PairedDataset.from_folders(dirs["A_train"], dirs["B_train"]))
@@ -152,7 +175,7 @@ def main() -> None:
     missing: list[str] = []
     for f in fractions:
         root = out / _tag(f)
-        split = make_split(dirs["A_train"], dirs["B_train"], f, seed=0, direction=DIRECTION, out=root / "split")
+        split = make_split(dirs["A_train"], dirs["B_train"], f, seed=0, direction=direction, out=root / "split")
         lab_a, lab_b = split.link_labeled(root / "labeled")
         log(f"fraction {f}: {len(split.labeled)} labelled pairs, {len(split.unlabeled)} unlabelled inputs")
         paths: dict[str, Path] = {}
@@ -165,7 +188,7 @@ def main() -> None:
                 ("ugc_no_u_stage1", {"use_unlabeled_stage1": False}, None),
             ]
         for name, overrides, stage1_from in variants:
-            cfg = _ugc_cfg(f, n_pairs, **overrides)
+            cfg = _ugc_cfg(f, n_pairs, args.task, **overrides)
             if args.eval_only:
                 done = ugc_stage_done(root / name, "export")
                 if done is None:
@@ -231,13 +254,13 @@ def main() -> None:
             lab_a,
             lab_b,
             gc_run,
-            _gc_cfg(f),
+            _gc_cfg(f, args.task),
             progress=lambda s, e, _i, f=f: log(f"fraction {f} gan_compression {s}: {e}"),
         )
         timings[f"{_tag(f)}/gan_compression"] = time.perf_counter() - started
         paths["teacher"] = Path(res["summary"]["teacher"]["path"])
         paths["gan_compression"] = Path(res["summary"]["student"]["path"])
-        info["gan_compression_budget_64px"] = _gc_cfg(f).budget_macs
+        info["gan_compression_budget_64px"] = _gc_cfg(f, args.task).budget_macs
 
         trained[_tag(f)] = {k: paths[k] for k in ROWS if k in paths}
         runs[_tag(f)] = info
@@ -251,16 +274,21 @@ def main() -> None:
     labels: dict[str, list[str]] = {}
     for tag, paths in trained.items():
         models = {n: edgegan.load(p).eval().cpu() for n, p in paths.items()}
-        quality, grid = _evaluate(models, dirs["A_test"], dirs["B_test"])
+        if editor_task:
+            models["identity"] = Identity()
+        quality, grid = _evaluate(models, dirs["A_test"], dirs["B_test"], direction)
         rows = {}
         for n, m in models.items():
-            rows[n] = {**_costs(f"{tag}_{n}", m, out / "onnx"), **quality[n]}
+            cost = _costs(f"{tag}_{n}", m, out / "onnx") if n != "identity" else {}
+            rows[n] = {**cost, **quality[n]}
         results[tag] = rows
         grids[tag] = grid
-        labels[tag] = ["input", "ground truth", *models]
+        labels[tag] = ["input", "target", *models]
     # Re-time every exported row round-robin: single runs drifted by up to 2x on this VM between models timed
     # minutes apart (same network: 27 ms in one run, 42 ms in another), which would distort the ratios.
-    onnx_paths = {f"{tag}/{n}": row["onnx"] for tag, rows in results.items() for n, row in rows.items()}
+    onnx_paths = {
+        f"{tag}/{n}": row["onnx"] for tag, rows in results.items() for n, row in rows.items() if "onnx" in row
+    }
     log(f"timing {len(onnx_paths)} ONNX models round-robin")
     x = torch.randn(1, 3, 256, 256)
     for key, timing in onnx_latency_interleaved(onnx_paths, x, threads=torch.get_num_threads()).items():
@@ -276,9 +304,17 @@ def main() -> None:
         if full_teacher is not None:
             claims["ugc_25pct_minus_full_teacher_psnr_db"] = r["ugc"]["psnr"] - full_teacher["psnr"]
             claims["ugc_25pct_matches_full_teacher"] = r["ugc"]["psnr"] >= full_teacher["psnr"] - 0.1
+    if editor_task:
+        claims["min_trained_minus_identity_psnr_db"] = min(
+            r["psnr"] - rows["identity"]["psnr"]
+            for rows in results.values()
+            for n, r in rows.items()
+            if n != "identity"
+        )
     info = machine_info("cpu")
     record = {
-        "direction": DIRECTION,
+        "task": args.task,
+        "direction": direction,
         "budget_macs_256": BUDGET_256,
         "eval_size": EVAL_SIZE,
         "fractions": fractions,
@@ -292,12 +328,17 @@ def main() -> None:
     }
     atomic_write_json(out / "results.json", record)
 
-    table = Table(title="UGC vs GAN Compression, facades labels->photo (test set, 64 px)")
+    task_title = "labels -> photo" if not editor_task else f"photo -> {args.task} editor"
+    table = Table(title=f"UGC vs GAN Compression, facades {task_title} (test set, 64 px)")
     for col in ("fraction", "model", "MACs (GC) @256", "MACs @256", "params", "ORT ms @256", "PSNR", "SSIM"):
         table.add_column(col, justify="right")
     lines = []
     for tag, rows in results.items():
         for n, r in rows.items():
+            if "macs" not in r:  # the identity baseline
+                table.add_row(tag, n, "-", "-", "-", "-", f"{r['psnr']:.2f}", f"{r['ssim']:.4f}")
+                lines.append(f"{tag} {n} (output = input): PSNR {r['psnr']:.2f}, SSIM {r['ssim']:.4f}")
+                continue
             table.add_row(
                 tag,
                 n,
@@ -320,10 +361,11 @@ def main() -> None:
         for tag, rows in results.items()
         for n, r in rows.items()
         for k in ("macs_gc", "params", "latency_ms", "psnr", "ssim")
+        if k in r
     }
     write_report(
         out,
-        title="UGC vs GAN Compression on facades (labels -> photo) at equal labelled fractions",
+        title=f"UGC vs GAN Compression on facades ({task_title}) at equal labelled fractions",
         metrics=metrics,
         grids=grids,
         grid_labels=labels,

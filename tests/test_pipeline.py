@@ -171,7 +171,7 @@ def test_bad_preset_and_stage(folders, tmp_path):
 
 
 def test_presets():
-    assert set(PRESETS) == {"tiny", "facades-cpu", "facades-gpu"}
+    assert set(PRESETS) == {"tiny", "facades-cpu", "editor-cpu", "facades-gpu"}
     cpu = preset("facades-cpu")
     assert cpu.direction == "BtoA" and cpu.teacher.crop_size == 64 and cpu.teacher.load_size == 72
     assert cpu.search_size == 64 and cpu.budget_macs == "auto"
@@ -185,6 +185,9 @@ def test_presets():
         for stage in (cfg.distill, cfg.supernet, cfg.finetune):
             assert (stage.lambda_recon, stage.lambda_distill, stage.select_by) == (100.0, 1.0, "last")
     assert preset("tiny").with_direction("BtoA").finetune.direction == "BtoA"
+    editor = preset("editor-cpu")  # photo -> an editor's output: the teacher gets the input paths
+    assert editor.direction == "AtoB" and editor.teacher.load_size == editor.teacher.crop_size == 64
+    assert editor.teacher.generator_options["residual"] and editor.teacher.generator_options["input_skip"]
 
 
 def test_cli_distill_student_finetunes(folders, tmp_path, full_run):

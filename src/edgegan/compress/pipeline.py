@@ -43,6 +43,11 @@ Presets (:data:`PRESETS`):
   alone, about 80 minutes in all on this 2-core machine (about 90 with it). Time scales linearly with the
   epochs (:func:`scaled`) and the number of pairs, and roughly with the square of the crop size
   (96 px ~2.3x, 128 px ~4x).
+* ``"editor-cpu"``: a deterministic task at 64 px (``direction="AtoB"``: photo -> an editor's output, prepared
+  at 64 px by ``bench/gan_compression.py --task``), no crop jitter (``load_size == crop_size``). Teacher
+  ``resnet_generator`` ngf 32, 9 blocks, with ``residual`` and ``input_skip`` (the papers' layout cannot see the
+  input's overall colour, issue 13), which the student and supernet inherit. Teacher 8+8 epochs, distillation,
+  supernet and fine-tune 4+4 each: about 30 minutes on this 2-core machine for 360 training pairs.
 * ``"facades-gpu"``: the papers' setting at 256 px (286 px loads), teacher ngf 64 with 9 blocks for
   100+100 epochs, distillation and fine-tune 100+100 epochs, supernet ngf 64 with choices 16..64
   (hours on one GPU).
@@ -228,6 +233,23 @@ def _facades_cpu() -> PipelineConfig:
     )
 
 
+def _editor_cpu() -> PipelineConfig:
+    common: dict[str, Any] = {"load_size": 64, "crop_size": 64, "direction": "AtoB", "val_fraction": 0.1}
+    options = {"ngf": 32, "n_blocks": 9, "residual": True, "input_skip": True}
+    return PipelineConfig(
+        teacher=Pix2PixConfig(generator_options=options, ndf=32, epochs=8, decay_epochs=8, **common),
+        distill=DistillConfig(ndf=32, epochs=4, decay_epochs=4, **common),
+        supernet=SupernetConfig(ngf=32, choices=(8, 16, 24, 32), ndf=32, epochs=4, decay_epochs=4, **common),
+        finetune=DistillConfig(ndf=32, epochs=4, decay_epochs=4, **common),
+        budget_macs="auto",
+        search_size=64,
+        population=8,
+        generations=8,
+        parents=3,
+        val_images=16,
+    )
+
+
 def _facades_gpu() -> PipelineConfig:
     common: dict[str, Any] = {"load_size": 286, "crop_size": 256, "direction": "BtoA", "val_fraction": 0.1}
     return PipelineConfig(
@@ -247,6 +269,7 @@ def _facades_gpu() -> PipelineConfig:
 PRESETS: dict[str, Callable[[], PipelineConfig]] = {
     "tiny": _tiny,
     "facades-cpu": _facades_cpu,
+    "editor-cpu": _editor_cpu,
     "facades-gpu": _facades_gpu,
 }
 

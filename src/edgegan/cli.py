@@ -484,6 +484,9 @@ def _add_subcommands() -> None:
     from edgegan.e2gan.cli import app as e2gan_app
 
     app.add_typer(e2gan_app, name="e2gan", help="E2GAN: editing GANs distilled from editors, LoRA per concept.")
+    from edgegan.translate_cli import translate_cmd
+
+    app.command("translate")(translate_cmd)
 
 
 _add_subcommands()

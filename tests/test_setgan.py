@@ -82,6 +82,29 @@ def test_parallel_trains_in_worker_processes(tmp_path):
     assert infos[1]["noise_amp"] == pytest.approx(expected, rel=1e-4)
 
 
+def test_parallel_refresh_trains_two_phases_and_refines_generated_inputs(tmp_path):
+    cfg = SETGANConfig(mode="parallel", parallel_inputs="refresh", refresh_at=0.5, **TINY)
+    seen: list[tuple[int, int]] = []
+    run = fit(_image(), tmp_path / "run", cfg, workers=1, progress=lambda i, s, t: seen.append((i, s)))
+    assert run.done_scales() == [0, 1, 2] and all(run.phase1_done(i) for i in range(3))
+    assert {run.scale_info(i)["mode"] for i in range(3)} == {"parallel-refresh"}
+    # Phase 1 stops every scale at the refresh step (2 of 4) before any scale goes on; phase 2 resumes at 3.
+    first_phase = seen[: 2 * 3]
+    assert {s for _, s in first_phase} == {1, 2} and seen[6:] and all(s in (3, 4) for _, s in seen[6:])
+    # Phase 2 of scale 1 refines what scale 0 generated at the refresh point, not the real coarser image.
+    data = train_mod._refresh_inputs(run, 1, cfg)
+    coarse = run.load_phase1_pyramid(0)
+    expected = train_mod.resize(coarse.reconstruct(0), tuple(data.real.shape[-2:]))
+    assert torch.allclose(data.rec_prev, expected)
+    real_prev = train_mod._parallel_inputs(run, 1, cfg).rec_prev
+    assert (data.rec_prev - real_prev).abs().mean() > 1e-3
+    assert data.noise_amp == pytest.approx(run.scale_info(1)["noise_amp"])
+    a, b = data.draw_prev(), data.draw_prev()  # fresh random samples through scale 0
+    assert a.shape == data.real.shape and not torch.equal(a, b)
+    with pytest.raises(ConfigError, match="refresh_at"):
+        SETGANConfig(parallel_inputs="refresh", refresh_at=1.0)
+
+
 def test_resume_skips_finished_scales_and_continues_mid_scale(tmp_path, monkeypatch):
     cfg = SETGANConfig(mode="serial", **TINY)
     run = prepare_run(_image(), tmp_path / "run", cfg)

@@ -71,6 +71,10 @@ def train_cmd(
     image: Path = typer.Argument(..., help="The training image."),
     out: Path = typer.Option(..., "--out", help="Run folder."),
     mode: str = typer.Option("parallel", help="parallel (SETGAN) or serial (SinGAN)."),
+    parallel_inputs: str = typer.Option(
+        "real", help="parallel: real (the paper: every scale refines the real coarser image) or refresh."
+    ),
+    refresh_at: float = typer.Option(0.5, help="refresh: fraction of iterations on the real coarser image."),
     quality: float | None = typer.Option(None, help="SSIM threshold T: report the fewest scales reaching it."),
     stop_early: bool = typer.Option(False, "--stop-early", help="serial: stop once the threshold is met."),
     iters: int = typer.Option(2000, min=1, help="Iterations per scale."),
@@ -106,6 +110,8 @@ def train_cmd(
         alpha=alpha,
         iters=iters,
         mode=mode,
+        parallel_inputs=parallel_inputs,
+        refresh_at=refresh_at,
         seed=seed,
     )  # type: ignore[arg-type]
     # Load and check the image (and the run folder) before any progress display starts.

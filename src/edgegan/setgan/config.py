@@ -9,6 +9,7 @@ from typing import Any, Literal
 from edgegan.errors import ConfigError
 
 Mode = Literal["parallel", "serial"]
+ParallelInputs = Literal["real", "refresh"]
 
 
 @dataclass
@@ -25,6 +26,10 @@ class SETGANConfig:
     # Objective
     alpha: float = 10.0  # reconstruction weight (100 for super-resolution)
     gp_weight: float = 0.1
+    # "singan": the gradient's norm per pixel over the channels, one α for the batch (SinGAN's penalty).
+    # "whole_image": the norm over the whole image, as edgegan had before issue 15 (kept for the before/after
+    # comparison only: it holds the critic ~1000x too tight and the random samples collapse to noise).
+    gp_form: Literal["singan", "whole_image"] = "singan"
     noise_amp_init: float = 0.1
     # Optimisation
     iters: int = 2000
@@ -37,6 +42,11 @@ class SETGANConfig:
     # Training procedure
     mode: Mode = "parallel"
     warm_start: bool = True  # serial: start scale i from scale i-1 when the width is unchanged
+    # parallel: what scale i refines. "real": the up-sampled real image of scale i-1 throughout (the paper).
+    # "refresh": that for the first refresh_at of the iterations; then, after a barrier, fresh random samples
+    # through scales 0..i-1 as they stood at that point (so scale i learns to correct what they generate).
+    parallel_inputs: ParallelInputs = "real"
+    refresh_at: float = 0.5
     seed: int = 0
     ckpt_every: int = 250  # intra-scale checkpoints, so an interrupted scale resumes mid-way
     # Quality estimator
@@ -45,6 +55,12 @@ class SETGANConfig:
     def __post_init__(self) -> None:
         if self.mode not in ("parallel", "serial"):
             raise ConfigError(f"mode must be parallel or serial, got {self.mode!r}")
+        if self.gp_form not in ("singan", "whole_image"):
+            raise ConfigError(f"gp_form must be singan or whole_image, got {self.gp_form!r}")
+        if self.parallel_inputs not in ("real", "refresh"):
+            raise ConfigError(f"parallel_inputs must be real or refresh, got {self.parallel_inputs!r}")
+        if not 0.0 < self.refresh_at < 1.0:
+            raise ConfigError(f"refresh_at must be in (0, 1), got {self.refresh_at}")
         if self.min_size < 8:
             raise ConfigError(f"min_size must be at least 8 px, got {self.min_size}")
         if self.max_size < self.min_size:
@@ -56,6 +72,10 @@ class SETGANConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or not 0.0 < self.lr_drop_at <= 1.0:
             raise ConfigError("lr must be positive and lr_drop_at in (0, 1]")
+
+    def refresh_step(self) -> int:
+        """The iteration after which a ``refresh`` scale switches to generated inputs (1..iters-1)."""
+        return min(self.iters - 1, max(1, round(self.refresh_at * self.iters)))
 
     def channels(self, scale: int) -> int:
         return min(self.nfc * 2 ** (scale // 4), self.max_nfc)

@@ -7,6 +7,7 @@
         scales/scale_03/     a finished generator (config.json + model.safetensors)
         scales/scale_03.json marker written after the folder: noise amplitude, timing
         work/scale_03/       intra-scale checkpoints and metrics while a scale trains
+        phase1/scale_03/     parallel "refresh" mode: the generator at the refresh point, and phase1.json
 
 A scale is finished when its marker exists; finished scales are never retrained.
 """
@@ -102,6 +103,36 @@ class SETGANRun:
         t = load_file(str(self.reals_path))
         n = len([k for k in t if k.startswith("real_")])
         return [t[f"real_{i:02d}"] for i in range(n)], t["z_rec"]
+
+    def phase1_dir(self, i: int) -> Path:
+        """``refresh`` mode: scale i's generator as it stood when its inputs switched (see SETGANConfig)."""
+        return self.path / "phase1" / f"scale_{i:02d}"
+
+    def phase1_done(self, i: int) -> bool:
+        return (self.phase1_dir(i) / "phase1.json").is_file()
+
+    def finish_phase1(self, i: int, generator: SinGANGenerator, noise_amp: float, seconds: float) -> None:
+        generator.cpu().eval().save(self.phase1_dir(i))
+        info = {"index": i, "noise_amp": noise_amp, "train_seconds": seconds}
+        atomic_write_json(self.phase1_dir(i) / "phase1.json", info)
+
+    def phase1_info(self, i: int) -> dict[str, Any]:
+        return json.loads((self.phase1_dir(i) / "phase1.json").read_text())
+
+    def load_phase1_pyramid(self, k: int, device: str = "cpu") -> SETGANPyramid:
+        """Scales 0..k as they stood at the refresh point (every one must have reached it)."""
+        missing = [i for i in range(k + 1) if not self.phase1_done(i)]
+        if missing:
+            raise EdgeganError(f"{self.path}: scales {missing} have not reached the refresh point")
+        gens, amps = [], []
+        for i in range(k + 1):
+            model = load_model(self.phase1_dir(i))
+            if not isinstance(model, SinGANGenerator):
+                raise CheckpointError(f"{self.phase1_dir(i)} does not hold a SinGAN generator")
+            gens.append(model)
+            amps.append(self.phase1_info(i)["noise_amp"])
+        _, z_rec = self.load_reals()
+        return SETGANPyramid(gens, amps, self.spec().sizes, self.spec().factor, z_rec).to(device)
 
     def is_done(self, i: int) -> bool:
         return self.marker(i).is_file() and (self.scale_dir(i) / "model.safetensors").is_file()

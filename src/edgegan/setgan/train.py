@@ -6,6 +6,10 @@
   0..i-1 generate, and may start from scale i-1's weights.
 * ``parallel`` (SETGAN): scale i refines the up-sampled *real* image of scale i-1, so the
   scales are independent and a pool of worker processes trains them at once.
+* ``parallel`` with ``parallel_inputs="refresh"``: two parallel phases. Every scale first trains
+  ``refresh_at`` of its iterations on the real coarser image, as above; after that barrier, scale i
+  finishes on fresh random samples through scales 0..i-1 as they stood at the barrier (SinGAN's
+  ``draw_concat``), so it also learns to correct what the coarser scales really generate.
 
 Both resume: finished scales are skipped, an interrupted scale continues from its last
 intra-scale checkpoint.
@@ -68,8 +72,12 @@ def train_scale(
     device: str = "cpu",
     init_from: tuple[SinGANGenerator, SinGANDiscriminator] | None = None,
     progress: Progress | None = None,
+    stop: int | None = None,
 ) -> tuple[SinGANGenerator, SinGANDiscriminator, float]:
-    """Train scale ``i`` and return (G, D, seconds of this call). Resumes from ``work_dir``."""
+    """Train scale ``i`` and return (G, D, seconds of this call). Resumes from ``work_dir``.
+
+    ``stop`` (< ``cfg.iters``) ends this call after that many iterations with a checkpoint there, so a later
+    call (with other inputs) continues the same optimisation, schedules included."""
     started = time.perf_counter()
     # Seeded by scale index, so a scale trains the same whatever order or process runs it.
     torch.manual_seed(cfg.seed * 1009 + i)
@@ -101,14 +109,16 @@ def train_scale(
     # Reconstruction: scale 0 maps the fixed noise to the image, finer scales refine with zero noise.
     rec_noise = z_rec.to(dev).expand(1, 3, *size) if i == 0 else torch.zeros_like(real)
     loss_d = loss_adv = loss_rec = torch.zeros(())
-    for it in range(start, cfg.iters):
+    end = cfg.iters if stop is None else min(stop, cfg.iters)
+    for it in range(start, end):
         # D steps: critic on real patches vs. fresh fakes, with the gradient penalty.
         for _ in range(cfg.d_steps):
             prev = data.draw_prev().to(dev)
             noise = data.noise_amp * _noise(i, size, dev)
             fake = g(prev, noise)
             # SinGAN's penalty: per-pixel gradient norm over the channels, one α for the batch.
-            gp = gradient_penalty(d, real, fake, cfg.gp_weight, per_pixel=True, shared_alpha=True)
+            singan = cfg.gp_form == "singan"
+            gp = gradient_penalty(d, real, fake, cfg.gp_weight, per_pixel=singan, shared_alpha=singan)
             loss_d = gan(d(real), True) + gan(d(fake.detach()), False) + gp
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
@@ -127,7 +137,7 @@ def train_scale(
         check_finite(step, checkpoint=log, loss_D=loss_d, loss_G=loss_adv, loss_rec=loss_rec)
         if step % 50 == 0 or step == cfg.iters:
             log.log(step, loss_D=loss_d, loss_G=loss_adv, loss_rec=loss_rec)
-        if step % cfg.ckpt_every == 0 and step < cfg.iters:
+        if (step % cfg.ckpt_every == 0 or step == end) and step < cfg.iters:
             save_checkpoint(log, step, **objs, keep=1)
         if progress is not None:
             progress(i, step, cfg.iters)
@@ -137,13 +147,13 @@ def train_scale(
 # ---------------------------------------------------------------------------------- setup
 
 
-
 def reconstruction_seed(seed: int) -> int:
     """The seed of the fixed reconstruction noise: a stream of its own, so that sampling with a plain seed
     (``torch.Generator().manual_seed(seed)``, as every sampler here does) never redraws it and a "random"
     sample never silently reproduces the training image."""
     digest = hashlib.sha256(f"edgegan.setgan.reconstruction:{seed}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
 
 def prepare_run(
     image: str | Path | torch.Tensor,
@@ -192,6 +202,24 @@ def _parallel_inputs(run: SETGANRun, i: int, cfg: SETGANConfig) -> ScaleInputs:
     prev = resize(reals[i - 1], tuple(real.shape[-2:]))
     amp = cfg.noise_amp_init * math.sqrt(F.mse_loss(real, prev).item())
     return ScaleInputs(real, lambda: prev, prev, amp)
+
+
+def _refresh_inputs(run: SETGANRun, i: int, cfg: SETGANConfig) -> ScaleInputs:
+    """Phase 2 of ``refresh``: fresh samples (and the reconstruction) through scales 0..i-1 as they stood at the
+    refresh point. The noise amplitude stays the one phase 1 trained with (from the real coarser image)."""
+    data = _parallel_inputs(run, i, cfg)
+    if i == 0:
+        return data
+    coarser = run.load_phase1_pyramid(i - 1)
+    size = tuple(data.real.shape[-2:])
+    sizes = coarser.sizes
+
+    def draw_prev() -> torch.Tensor:
+        noises = coarser.noises(1, sizes, i - 1)
+        return resize(coarser.run(noises, sizes)[-1], size).cpu()
+
+    rec_prev = resize(coarser.reconstruct(i - 1), size).cpu()
+    return ScaleInputs(data.real, draw_prev, rec_prev, data.noise_amp)
 
 
 def _serial_inputs(run: SETGANRun, i: int, cfg: SETGANConfig, coarser: SETGANPyramid | None) -> ScaleInputs:
@@ -292,24 +320,36 @@ def _report(i: int, step: int, total: int) -> None:
         _QUEUE.put((i, step, total))
 
 
-def _train_independent_scale(run: SETGANRun, i: int, device: str, progress: Progress | None) -> float:
-    """Train scale ``i`` from the real pyramid alone (parallel mode) and save it."""
+def _train_independent_scale(run: SETGANRun, i: int, device: str, progress: Progress | None, phase: int = 0) -> float:
+    """Train scale ``i`` independently of the other scales and save it. ``phase`` 0: the whole scale on the
+    real coarser image; 1: ``refresh`` mode's first part (saved as the phase-1 snapshot); 2: its second part,
+    on samples of the phase-1 snapshots of scales 0..i-1 (saved as the finished scale)."""
     cfg = run.config()
-    data = _parallel_inputs(run, i, cfg)
+    data = _refresh_inputs(run, i, cfg) if phase == 2 else _parallel_inputs(run, i, cfg)
     _, z_rec = run.load_reals()
-    g, d, seconds = train_scale(i, cfg, data, z_rec, run.work_dir(i), device, None, progress)
-    _finish(run, i, g, d, data.noise_amp, seconds, "parallel", torch.get_num_threads(), device)
+    stop = cfg.refresh_step() if phase == 1 else None
+    g, d, seconds = train_scale(i, cfg, data, z_rec, run.work_dir(i), device, None, progress, stop=stop)
+    if phase == 1:
+        run.finish_phase1(i, g, data.noise_amp, seconds)
+        return seconds
+    mode = "parallel"
+    if phase == 2:  # the scale's training time is both phases'
+        mode, seconds = "parallel-refresh", seconds + run.phase1_info(i)["train_seconds"]
+    _finish(run, i, g, d, data.noise_amp, seconds, mode, torch.get_num_threads(), device)
     return seconds
 
 
-def _parallel_job(path: str, i: int, device: str) -> tuple[int, float]:
-    return i, _train_independent_scale(SETGANRun(path), i, device, _report)
+def _parallel_job(path: str, i: int, device: str, phase: int) -> tuple[int, float]:
+    return i, _train_independent_scale(SETGANRun(path), i, device, _report, phase)
 
 
-def parallel_plan(run: SETGANRun, cfg: SETGANConfig, workers: int) -> list[int]:
+def parallel_plan(run: SETGANRun, cfg: SETGANConfig, workers: int, phase: int = 0) -> list[int]:
+    """Unfinished scales in the order the workers take them (phase 1: those without a phase-1 snapshot)."""
     spec = run.spec()
     costs = scale_costs(spec.sizes, [cfg.channels(i) for i in range(spec.n_scales)])
     order = [i for i in schedule(costs, workers) if not run.is_done(i)]
+    if phase == 1:
+        order = [i for i in order if not run.phase1_done(i)]
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:  # under torchrun each rank takes a balanced share; the run folder is shared
         order = rank_share(order, costs, world, int(os.environ.get("RANK", "0")))
@@ -327,14 +367,34 @@ def train_parallel(
     on_scale_done: ScaleDone | None = None,
 ) -> list[int]:
     """Train every unfinished scale with a pool of ``workers`` processes (threads split between
-    them); ``devices`` are assigned to jobs round-robin (several processes may share a GPU)."""
+    them); ``devices`` are assigned to jobs round-robin (several processes may share a GPU).
+    ``refresh`` mode runs two such parallel phases with a barrier between them."""
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
-    order = parallel_plan(run, cfg, workers)
+    threads = threads or max(1, torch.get_num_threads() // workers)
+    devices = devices or ["cpu"]
+    if cfg.parallel_inputs == "refresh":
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the barrier between the phases is in this process
+            raise ConfigError("parallel_inputs=refresh does not run under torchrun yet; use worker processes")
+        _parallel_phase(run, cfg, 1, workers, threads, devices, progress, None)
+        return _parallel_phase(run, cfg, 2, workers, threads, devices, progress, on_scale_done)
+    return _parallel_phase(run, cfg, 0, workers, threads, devices, progress, on_scale_done)
+
+
+def _parallel_phase(
+    run: SETGANRun,
+    cfg: SETGANConfig,
+    phase: int,
+    workers: int,
+    threads: int,
+    devices: list[str],
+    progress: Progress | None,
+    on_scale_done: ScaleDone | None,
+) -> list[int]:
+    order = parallel_plan(run, cfg, workers, phase)
     if not order:
         return []
-    devices = devices or ["cpu"]
-    threads = threads or max(1, torch.get_num_threads() // workers)
+    total = cfg.refresh_step() if phase == 1 else cfg.iters
     if workers == 1:
         # Same independent scales, same order; no pool to spawn for a single worker.
         done = []
@@ -342,7 +402,7 @@ def train_parallel(
         torch.set_num_threads(threads)
         try:
             for k, i in enumerate(order):
-                _train_independent_scale(run, i, devices[k % len(devices)], progress)
+                _train_independent_scale(run, i, devices[k % len(devices)], progress, phase)
                 done.append(i)
                 if on_scale_done is not None:
                     on_scale_done(i)
@@ -354,14 +414,15 @@ def train_parallel(
     trained: list[int] = []
     with ctx.Pool(min(workers, len(order)), initializer=_worker_init, initargs=(threads, progress_queue)) as pool:
         pending = [
-            pool.apply_async(_parallel_job, (str(run.path), i, devices[k % len(devices)])) for k, i in enumerate(order)
+            pool.apply_async(_parallel_job, (str(run.path), i, devices[k % len(devices)], phase))
+            for k, i in enumerate(order)
         ]
         while pending:
             try:
                 while True:
-                    i, step, total = progress_queue.get(timeout=0.2)
+                    i, step, steps = progress_queue.get(timeout=0.2)
                     if progress is not None:
-                        progress(i, step, total)
+                        progress(i, step, steps)
             except queue_mod.Empty:
                 pass
             still = []
@@ -374,7 +435,7 @@ def train_parallel(
                         raise
                     trained.append(i)
                     if progress is not None:
-                        progress(i, cfg.iters, cfg.iters)
+                        progress(i, total, cfg.iters)
                     if on_scale_done is not None:
                         on_scale_done(i)
                 else:

@@ -1,6 +1,6 @@
 """Image quality metrics: reference (PSNR, SSIM, MS-SSIM, L1), feature-based (FID, KID, SIFID,
-LPIPS), single-image diversity, and segmentation mIoU. Weight-based metrics load their
-networks from local files only (see :mod:`edgegan.weights`)."""
+LPIPS), single-image diversity, weight-free patch realism, and segmentation mIoU. Weight-based
+metrics load their networks from local files only (see :mod:`edgegan.weights`)."""
 
 from edgegan.metrics.fid import (
     FIDResult,
@@ -13,6 +13,7 @@ from edgegan.metrics.fid import (
     kid,
     sifid,
 )
+from edgegan.metrics.patches import patch_realism, sample_diversity
 from edgegan.metrics.reference import l1, paired_metrics, psnr
 from edgegan.metrics.ssim import gaussian_window, ms_ssim, ssim, ssim_map
 
@@ -29,7 +30,9 @@ __all__ = [
     "l1",
     "ms_ssim",
     "paired_metrics",
+    "patch_realism",
     "psnr",
+    "sample_diversity",
     "sifid",
     "ssim",
     "ssim_map",

@@ -197,3 +197,15 @@ def test_load_mask(tmp_path) -> None:
     assert mask.min() == 0 and mask.max() == 1
     assert mask.sum() == 4 * 3
     check_mask(mask, torch.zeros(1, 3, 12, 10))
+
+
+def test_shipped_demo_images_load_with_their_licence() -> None:
+    from edgegan.setgan import demo
+
+    balloons = demo.demo_image(demo.SAMPLE_IMAGE)
+    assert balloons.shape == (1, 3, 186, 248) and -1.0 <= balloons.min() < balloons.max() <= 1.0
+    naive = demo.demo_image(demo.HARMONIZE_NAIVE)
+    mask = load_mask(demo.asset(demo.HARMONIZE_MASK))
+    check_mask(mask, naive)  # the composite and its mask line up
+    assert 0.02 < (mask > 0.5).float().mean() < 0.5  # a pasted object, not an empty or full mask
+    assert "MIT License" in demo.asset("LICENSE").read_text()

@@ -1,23 +1,27 @@
-"""``make demo``: SETGAN end to end on an image that ships with scikit-image.
+"""``make demo``: SETGAN end to end on two of SinGAN's own images (shipped with the package, MIT).
 
-Trains the pyramid in parallel mode with reduced settings (so a 2-core laptop finishes in
-a few minutes), picks the scales for a default SSIM threshold, writes samples of several
-sizes, a harmonization-style injection example, the trade-off plot and the report.
-Running it again reuses the finished scales.
+* ``balloons``: a pyramid trained in parallel mode with reduced settings; random samples at the
+  training size, twice as wide, and at another aspect ratio; the scale choice for a default SSIM
+  threshold, the trade-off plot and the report.
+* ``starry_night``: a second pyramid for SinGAN's harmonization example: the shipped naive composite
+  (a pasted object) and its mask are injected at a middle scale and blended back through the mask.
+
+Both are reduced from the paper's 250 px / 2000 iterations / up to 128 channels so that a 2-core
+laptop finishes in about ten minutes; running it again reuses the finished scales.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 
-from edgegan.data.images import save_image
+from edgegan.data.images import load_image, save_image
 from edgegan.progress import ScaleBars
 from edgegan.report import save_grid
 from edgegan.setgan import apps
@@ -25,17 +29,33 @@ from edgegan.setgan.config import SETGANConfig
 from edgegan.setgan.report import finalize
 from edgegan.setgan.train import fit
 
-# Reduced from the paper's 250 px / 2000 iterations / 128 channels to fit ~10 CPU-minutes.
 DEMO_CONFIG = SETGANConfig(max_size=96, min_size=20, nfc=32, max_nfc=32, iters=300, mode="parallel", ckpt_every=100)
+HARMONIZE_CONFIG = SETGANConfig(
+    max_size=80, min_size=20, nfc=32, max_nfc=32, iters=300, mode="parallel", ckpt_every=100
+)
 DEMO_QUALITY = 0.6
+SAMPLE_IMAGE = "balloons.png"
+HARMONIZE_IMAGE = "starry_night.png"
+HARMONIZE_NAIVE = "starry_night_naive.png"
+HARMONIZE_MASK = "starry_night_naive_mask.png"
 
 
-def demo_image() -> torch.Tensor:
-    """scikit-image's Hubble Deep Field (bundled with the package: no download), [1, 3, H, W] in [-1, 1]."""
-    from skimage import data
+def asset(name: str) -> Path:
+    """Path of a shipped demo image (``edgegan/setgan/assets``)."""
+    path = Path(str(resources.files("edgegan.setgan") / "assets" / name))
+    if not path.is_file():
+        raise FileNotFoundError(f"the demo image {name} is missing from the installed package ({path})")
+    return path
 
-    arr = np.asarray(data.hubble_deep_field(), dtype=np.float32)
-    return torch.from_numpy(arr).permute(2, 0, 1)[None] / 127.5 - 1.0
+
+def demo_image(name: str = SAMPLE_IMAGE) -> torch.Tensor:
+    """A shipped demo image as ``[1, 3, H, W]`` in [-1, 1]."""
+    return load_image(asset(name))[None]
+
+
+def _train(image: torch.Tensor, out: Path, cfg: SETGANConfig, workers: int, quality: float, console: Console) -> Any:
+    with ScaleBars(console) as bars:
+        return fit(image, out, cfg, workers=workers, resume=True, quality=quality, progress=bars.update)
 
 
 def run_setgan_demo(
@@ -47,15 +67,19 @@ def run_setgan_demo(
     console: Console | None = None,
 ) -> dict[str, Any]:
     console = console or Console()
-    cfg = DEMO_CONFIG if iters is None else SETGANConfig(**{**DEMO_CONFIG.to_dict(), "iters": iters})
-    image = demo_image()
+    cfg, h_cfg = DEMO_CONFIG, HARMONIZE_CONFIG
+    if iters is not None:
+        cfg = SETGANConfig(**{**cfg.to_dict(), "iters": iters})
+        h_cfg = SETGANConfig(**{**h_cfg.to_dict(), "iters": iters})
     out.mkdir(parents=True, exist_ok=True)
-    save_image(image[0], out / "input.png")
     workers = workers or max(1, min(os.cpu_count() or 1, 4))
-    console.print(f"SETGAN demo: hubble_deep_field, {cfg.max_size} px, {cfg.iters} iterations/scale, {workers} workers")
     started = time.perf_counter()
-    with ScaleBars(console) as bars:
-        run = fit(image, out / "run", cfg, workers=workers, resume=True, quality=quality, progress=bars.update)
+
+    # 1. Random samples from balloons.
+    image = demo_image(SAMPLE_IMAGE)
+    save_image(image[0], out / "input.png")
+    console.print(f"SETGAN demo 1/2: balloons, {cfg.max_size} px, {cfg.iters} iterations/scale, {workers} workers")
+    run = _train(image, out / "run", cfg, workers, quality, console)
     console.print(f"training: {time.perf_counter() - started:.1f} s; building the report (export, SSIM, costs)")
     report = finalize(run, quality=quality, repeats=5)
     pyr = run.load_pyramid()
@@ -63,22 +87,27 @@ def run_setgan_demo(
     samples = {
         "samples": pyr.sample(4, generator=gen),
         "samples_wide": pyr.sample(2, scale=(1.0, 2.0), generator=gen),
-        "samples_tall": pyr.sample(2, out_size=(160, 64), generator=gen),
+        "samples_tall": pyr.sample(2, scale=(1.5, 0.75), generator=gen),
     }
-    for name, batch in samples.items():
-        save_grid(out / f"{name}.png", [list(batch)], cell=160)
-    # Harmonization-style injection: paste a bright patch, inject at a middle scale, blend.
     reals, _ = run.load_reals()
-    real = reals[-1]
-    h, w = real.shape[-2:]
-    naive = real.clone()
-    mask = torch.zeros(1, 1, h, w)
-    top, left, ph, pw = h // 3, w // 3, h // 5, w // 5
-    naive[:, :, top : top + ph, left : left + pw] = torch.tensor([0.9, 0.6, 0.2]).view(1, 3, 1, 1)
-    mask[:, :, top : top + ph, left : left + pw] = 1.0
-    n = max(1, pyr.n_scales // 2)
-    harmonized = apps.harmonize(pyr, naive, mask, n, generator=gen)
-    save_grid(out / "harmonize.png", [[real[0], naive[0], harmonized[0]]], cell=192)
+    save_grid(out / "samples.png", [[reals[-1][0], *samples["samples"]]], cell=160)
+    for name in ("samples_wide", "samples_tall"):
+        save_grid(out / f"{name}.png", [list(samples[name])], cell=200)
+
+    # 2. SinGAN's harmonization example on starry_night with the shipped composite and mask.
+    h_image = demo_image(HARMONIZE_IMAGE)
+    console.print(f"SETGAN demo 2/2: starry_night for harmonization, {h_cfg.max_size} px, {h_cfg.iters} iterations")
+    h_run = _train(h_image, out / "harmonize_run", h_cfg, workers, quality, console)
+    h_pyr = h_run.load_pyramid()
+    naive = demo_image(HARMONIZE_NAIVE)
+    mask = apps.load_mask(asset(HARMONIZE_MASK))
+    n = max(1, h_pyr.n_scales // 2)
+    harmonized = {
+        k: apps.harmonize(h_pyr, naive, mask, k, generator=torch.Generator().manual_seed(0)) for k in (n, n + 1)
+    }
+    size = h_pyr.sizes[-1]
+    h_real = torch.nn.functional.interpolate(naive, size=size, mode="bicubic", align_corners=False).clamp(-1, 1)
+    save_grid(out / "harmonize.png", [[h_real[0], *(v[0] for v in harmonized.values())]], cell=224)
     console.print(
         f"chosen scales for SSIM >= {quality}: "
         + (
@@ -87,8 +116,10 @@ def run_setgan_demo(
             else "threshold not reached; all scales used"
         )
     )
+    console.print(f"total: {time.perf_counter() - started:.0f} s")
     console.print(f"report:      {run.path / 'report.md'} (+ report.json, tradeoff.png, scales.png)")
-    console.print(f"samples:     {out / 'samples.png'}, {out / 'samples_wide.png'}, {out / 'samples_tall.png'}")
-    console.print(f"injection:   {out / 'harmonize.png'} (real | naive paste | harmonized at scale {n})")
+    console.print(f"samples:     {out / 'samples.png'} (real, then 4 samples), {out / 'samples_wide.png'}, ")
+    console.print(f"             {out / 'samples_tall.png'}")
+    console.print(f"harmonize:   {out / 'harmonize.png'} (naive composite | injected at scales {n} and {n + 1})")
     console.print(f"ONNX scales: {run.path / 'onnx'} (manifest.json)")
     return report

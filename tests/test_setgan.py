@@ -169,7 +169,11 @@ def test_quality_estimator(serial_run):
     pyr = serial_run.load_pyramid()
     reals, _ = serial_run.load_reals()
     q = estimate_quality(pyr, reals[-1], draws=2)
-    assert [x.index for x in q] == [0, 1, 2] and all(-1 <= x.ssim <= 1 for x in q)
+    assert [x.index for x in q] == [0, 1, 2]
+    again = estimate_quality(pyr, reals[-1], draws=2)
+    assert [x.ssim for x in again] == [x.ssim for x in q]  # seeded: the same draws give the same estimate
+    other = estimate_quality(pyr, reals[-1], draws=2, seed=5)
+    assert any(a.ssim != b.ssim for a, b in zip(q[1:], other[1:], strict=True))  # finer scales draw noise
     assert estimate_quality(pyr, reals[-1], draws=2, ks=[1])[0].ssim == pytest.approx(q[1].ssim)
 
 
@@ -349,7 +353,6 @@ def test_config_validation():
     with pytest.raises(ConfigError):
         SETGANConfig(max_size=10, min_size=20)
     assert SETGANConfig().channels(0) == 32 and SETGANConfig().channels(4) == 64 and SETGANConfig().channels(12) == 128
-    assert train_mod  # the module imports cleanly for spawn workers
 
 
 def test_torchrun_ranks_split_the_plan(tmp_path, monkeypatch):

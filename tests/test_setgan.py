@@ -380,7 +380,9 @@ def test_resume_refuses_other_settings(tmp_path):
     with pytest.raises(Exception, match="different settings: mode"):
         prepare_run(_image(), tmp_path / "run", SETGANConfig(mode="parallel", **TINY), resume=True)
     # Bookkeeping-only settings may change.
-    prepare_run(_image(), tmp_path / "run", SETGANConfig(mode="serial", **{**TINY, "ckpt_every": 7}), resume=True)
+    changed = SETGANConfig(mode="serial", **{**TINY, "ckpt_every": 7, "quality_draws": 9})
+    run = prepare_run(_image(), tmp_path / "run", changed, resume=True)
+    assert run.config().quality_draws == 9 and run.config().ckpt_every == 7  # recorded, so the report uses them
 
 
 def test_samples_never_redraw_the_reconstruction_noise():

@@ -74,6 +74,11 @@ class SETGANRun:
     def config(self) -> SETGANConfig:
         return SETGANConfig.from_dict(self.pyramid_info()["config"])
 
+    def update_config(self, cfg: SETGANConfig) -> None:
+        """Record settings that may change between sessions (checkpoint interval, estimator draws)."""
+        info = self.pyramid_info()
+        atomic_write_json(self.pyramid_path, {**info, "config": cfg.to_dict()})
+
     def spec(self) -> PyramidSpec:
         info = self.pyramid_info()
         return PyramidSpec(tuple(tuple(s) for s in info["sizes"]), info["factor"], tuple(info["input_size"]))

@@ -173,6 +173,7 @@ def prepare_run(
             diff = [k for k, v in cfg.to_dict().items() if saved.to_dict().get(k) != v]
             if set(diff) - {"ckpt_every", "quality_draws"}:  # mixing modes would mix two methods
                 raise CheckpointError(f"cannot resume {run.path} with different settings: {', '.join(diff)}")
+            run.update_config(cfg)  # the report reads quality_draws from the run, so keep the one asked for
         return run
     if isinstance(image, torch.Tensor):
         img = image if image.dim() == 4 else image[None]

@@ -203,25 +203,39 @@ def export_cmd(
     target: str = typer.Argument(..., help="Architecture name or saved model folder."),
     out: Path = typer.Option(..., "--out", help="Output .onnx file."),
     option: list[str] = typer.Option([], "-o", "--option", help=OPTION_HELP),
-    size: str = typer.Option("256", help="Example input size N or HxW (height and width stay dynamic)."),
+    size: str = typer.Option("256", help="Example input size N or HxW (H and W stay dynamic without --static-shape)."),
     opset: int = typer.Option(17, min=13, help="ONNX opset."),
     exporter: str = typer.Option("torchscript", help="torchscript (fast) or dynamo (torch.export)."),
-    static_shape: bool = typer.Option(False, "--static-shape", help="Fix batch, height and width."),
+    static_shape: bool = typer.Option(
+        False, "--static-shape", help="Fix batch 1 and --size in the graph: every input and output dim a number."
+    ),
     tolerance: float = typer.Option(1e-4, help="Fail if max |torch - onnxruntime| exceeds this."),
-    quantize: str | None = typer.Option(None, help="Also write an int8 model: dynamic or static."),
-    calib: Path | None = typer.Option(None, help="Folder of calibration images (static) and for the PSNR check."),
+    quantize: str | None = typer.Option(
+        None,
+        help="Also write a quantized model: int8 (static with --calib, else dynamic), fp16, auto (int8 with the "
+        "layers that break --min-psnr kept in float), static (int8 needing --calib) or dynamic.",
+    ),
+    min_psnr: float = typer.Option(
+        35.0, "--min-psnr", help="Quality gate: PSNR (dB) of the quantized output against fp32 on held-out images."
+    ),
+    force: bool = typer.Option(False, "--force", help="Write the quantized model even if it misses --min-psnr."),
+    calib: Path | None = typer.Option(
+        None, help="Folder of calibration images; every 4th is held out to measure PSNR against fp32."
+    ),
     calib_count: int = typer.Option(16, min=1, help="At most this many calibration images."),
+    threads: int | None = typer.Option(None, min=1, help="CPU threads for the latency of fp32 vs quantized."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Export to ONNX (dynamic H/W), check parity with PyTorch, optionally quantize to int8."""
+    """Export to ONNX (dynamic H/W), check parity with PyTorch, optionally quantize behind a PSNR gate."""
     from edgegan.export.onnx import export_onnx
+    from edgegan.export.quantize import GATED_MODES
 
     if exporter not in ("torchscript", "dynamo"):
         raise ConfigError(f"--exporter must be torchscript or dynamo, got {exporter!r}")
-    if quantize not in (None, "dynamic", "static"):
-        raise ConfigError(f"--quantize must be dynamic or static, got {quantize!r}")
-    if quantize == "static" and calib is None:
-        raise ConfigError("--quantize static needs --calib DIR with calibration images")
+    if quantize is not None and quantize not in GATED_MODES:
+        raise ConfigError(f"--quantize must be one of {', '.join(GATED_MODES)}, got {quantize!r}")
+    if quantize in ("static", "auto") and calib is None:
+        raise ConfigError(f"--quantize {quantize} needs --calib DIR with calibration images")
     if out.suffix != ".onnx":
         raise ConfigError(f"--out must end in .onnx, got {out}")
     hw = parse_size(size)
@@ -229,39 +243,112 @@ def export_cmd(
     model = resolve_model(target, parse_options(option))
     result = export_onnx(model, out, size=hw, opset=opset, dynamic=not static_shape, exporter=exporter)  # type: ignore[arg-type]
     report: dict[str, Any] = {"arch": getattr(model, "arch", ""), **result.to_dict(), "tolerance": tolerance}
+    gate_error = None
     if quantize:
-        from edgegan.export.quantize import int8_fidelity, quantize_onnx
-
-        int8_path = out.with_name(out.stem + ".int8.onnx")
-        quantize_onnx(out, int8_path, mode=quantize, calibration=calib_arrays)  # type: ignore[arg-type]
-        if calib_arrays:
-            inputs, source = calib_arrays, f"{len(calib_arrays)} images from {calib}"
-        else:
-            import torch
-
-            gen = torch.Generator().manual_seed(0)
-            inputs = [(torch.rand(1, 3, *hw, generator=gen) * 2 - 1).numpy() for _ in range(4)]
-            source = "4 random inputs (pass --calib DIR to measure on images)"
-        report["int8"] = {
-            "path": str(int8_path),
-            "mode": quantize,
-            **int8_fidelity(out, int8_path, inputs),
-            "on": source,
-        }
+        q, gate_error = _quantize_export(out, quantize, calib_arrays, calib, hw, min_psnr, force, threads)
+        report["fp16" if quantize == "fp16" else "int8"] = q
     if as_json:
         _print_json(report)
     else:
         console.print(f"wrote {result.path} (opset {result.opset}, {result.exporter}, input {result.input_shape})")
+        if static_shape:
+            console.print(f"output shape {result.output_shapes[0] if result.output_shapes else '?'} (static)")
         console.print(f"max |torch - onnxruntime| = {result.max_abs_diff:.3g} (tolerance {tolerance:g})")
-        if "int8" in report:
-            q = report["int8"]
-            console.print(
-                f"wrote {q['path']} ({q['mode']} int8): PSNR vs fp32 {q['psnr_db_median']:.2f} dB on {q['on']}"
-            )
+        if quantize:
+            _print_quant(report["fp16" if quantize == "fp16" else "int8"])
+    if gate_error:
+        _one_line(gate_error)
+        raise typer.Exit(1)
     if result.max_abs_diff is not None and result.max_abs_diff > tolerance:
         # Rich would wrap a long message; errors stay on one line.
         _one_line(f"ONNX output differs from PyTorch by {result.max_abs_diff:.3g} > tolerance {tolerance:g}")
         raise typer.Exit(1)
+
+
+def _quantize_export(
+    fp32: Path,
+    mode: str,
+    calib_arrays: list[Any] | None,
+    calib: Path | None,
+    hw: tuple[int, int],
+    min_psnr: float,
+    force: bool,
+    threads: int | None,
+) -> tuple[dict[str, Any], str | None]:
+    """Run ``quantize_gated`` for ``export``; returns the report (also written to ``<model>.quant.json``)
+    and the gate's one-line error, if missed."""
+    import numpy as np
+
+    from edgegan.export.quantize import QualityGateError, quantize_gated, split_calibration
+
+    path = fp32.with_name(f"{fp32.stem}.{'fp16' if mode == 'fp16' else 'int8'}.onnx")
+    report_path = path.with_suffix(".quant.json")
+    if not calib_arrays:
+        rng = np.random.default_rng(0)
+        calibration, held = [], [rng.uniform(-1, 1, (1, 3, *hw)).astype(np.float32) for _ in range(4)]
+        on = "4 random inputs (pass --calib DIR to measure on images)"
+    elif mode == "fp16":  # nothing to calibrate: measure on every image
+        calibration, held = [], calib_arrays
+        on = f"{len(held)} images from {calib}"
+    else:
+        calibration, held = split_calibration(calib_arrays)
+        on = (
+            f"{len(held)} held-out images from {calib}"
+            if held
+            else f"the {len(calibration)} calibration images from {calib} (4 or more hold some out)"
+        )
+    try:
+        q = quantize_gated(
+            fp32,
+            path,
+            mode=mode,  # type: ignore[arg-type]
+            calibration=calibration,
+            held_out=held,
+            min_psnr=min_psnr,
+            force=force,
+            report_path=report_path,
+            threads=threads,
+            measure_on=on,
+        )
+        error = None
+    except QualityGateError as exc:
+        q, error = exc.report, str(exc)
+    return {**q.to_dict(), "report": str(report_path)}, error
+
+
+def _print_quant(q: dict[str, Any]) -> None:
+    def db(x: float | None) -> str:
+        return "exact" if x is None else f"{x:.2f} dB"
+
+    verdict = f"wrote {q['path']}" if q["written"] else f"did not write {q['path']}"
+    flavour = q["precision"] if q["mode"] == q["precision"] else f"{q['mode']}: {q['precision']}"
+    if q["per_channel"] is not None:
+        flavour += ", per-channel weights" if q["per_channel"] else ", per-tensor weights"
+    console.print(
+        f"{verdict} ({flavour}): PSNR vs fp32 {db(q['psnr_db_median'])} "
+        f"(gate {q['min_psnr_db']:g} dB{', forced' if q['written'] and not q['passed'] else ''}) on {q['on']}"
+    )
+    if q["per_channel_vs_tensor_db"]:
+        pc = q["per_channel_vs_tensor_db"]
+        console.print(f"  all int8: per-channel weights {db(pc['per_channel'])}, per-tensor {db(pc['per_tensor'])}")
+    if q["sensitivity"]:
+        # Plain lines, not a table: layer names are long and a table would fold them.
+        console.print("  per-layer sensitivity: PSNR if only this layer stays float (gain), * = kept in float")
+        for row in q["sensitivity"]:
+            mark = "*" if row["node"] in q["kept_float"] else " "
+            name = row["node"].removeprefix("/model/")
+            gain = "(exact)" if row["gain_db"] is None else f"({row['gain_db']:+.2f})"
+            console.print(f"  {mark} {db(row['psnr_db_kept_float']):>9} {gain}  {row['op']:<13} {name}")
+        console.print(f"  kept in float: {len(q['kept_float'])} of {len(q['quantizable'])} layers")
+    lat = q["latency_ms"]
+    if lat:
+        fp32_ms, q_ms = lat["fp32"], lat[q["precision"]]
+        shape = "x".join(map(str, q["latency_input"]))
+        console.print(
+            f"  ONNX Runtime median latency ({shape}, threads: {q['threads']}): fp32 {fp32_ms:.2f} ms, "
+            f"{q['precision']} {q_ms:.2f} ms ({fp32_ms / q_ms:.2f}x)"
+        )
+    console.print(f"  report: {q['report']}")
 
 
 @app.command("demo")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ class ExportResult:
     opset: int
     exporter: str
     max_abs_diff: float | None
+    output_shapes: list[list[int | str]] | None = None  # ints where fixed, names where dynamic
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,7 +85,8 @@ def export_onnx(
 
     ``torchscript`` is the tracing exporter (fast, stable for conv nets); ``dynamo`` is
     torch.export-based and needs onnxscript. With ``check``, ONNX Runtime and PyTorch run on
-    the same random input and the max absolute difference is reported.
+    the same random input and the max absolute difference is reported. With ``dynamic=False``
+    every shape in the graph is fixed to the example's (see ``_make_static``).
     """
     model = model.eval().cpu()
     if example is None:
@@ -94,7 +97,8 @@ def export_onnx(
     inputs = example if isinstance(example, tuple) else (example,)
     wrapped = _Plain(model)
     with torch.no_grad():
-        n_out = len(_as_list(wrapped(*inputs)))
+        expected = _as_list(wrapped(*inputs))
+    n_out = len(expected)
     out_names = ["output"] if n_out == 1 else [f"output{i}" for i in range(n_out)]
     # A model with several inputs names them (e.g. SinGAN's ("prev", "noise")).
     in_names = list(getattr(model, "input_names", None) or (["input"] if len(inputs) == 1 else []))
@@ -141,8 +145,77 @@ def export_onnx(
             )
         else:
             raise EdgeganError(f"unknown exporter {exporter!r}; choose torchscript or dynamo")
+        if not dynamic:
+            _make_static(tmp, [list(e.shape) for e in expected])
     diff = onnx_parity(model, target, example) if check else None
-    return ExportResult(str(target), list(inputs[0].shape), out_names, opset, exporter, diff)
+    return ExportResult(str(target), list(inputs[0].shape), out_names, opset, exporter, diff, output_dims(target))
+
+
+def output_dims(path: str | Path) -> list[list[int | str]]:
+    """Each graph output's dims as written in the file: an int where fixed, the symbol (or "?") where not."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [
+        [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in o.type.tensor_type.shape.dim]
+        for o in graph.output
+    ]
+
+
+def onnx_operators(path: str | Path) -> list[str]:
+    """The sorted set of operator types an ONNX file uses (what a target runtime must support)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return sorted({n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}" for n in graph.node})
+
+
+def _make_static(path: Path, out_shapes: list[list[int]]) -> None:
+    """Rewrite a fixed-shape export so that strict runtimes see no unknown dims.
+
+    The tracing exporter computes reflection-pad amounts at run time (Shape/Slice/Concat/...) and
+    then cannot infer the output size, so even a fixed-input export names its output dims
+    symbolically. ONNX Runtime's *basic* optimisations (constant folding and other rewrites into
+    standard ONNX operators) fold those computations; the output dims are then set to the ones
+    PyTorch produced and checked by ONNX shape inference. The parity check runs on the result.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    # The dynamo exporter writes the weights to a file beside the model; fold them in (and remove that
+    # file below, only if it is named after this export's temporary file).
+    refs = onnx.load(str(path), load_external_data=False).graph.initializer
+    locations = {e.value for t in refs for e in t.external_data if e.key == "location"}
+    external = [path.parent / name for name in locations if Path(name).name.startswith(path.name)]
+    original = onnx.load(str(path))
+    with tempfile.TemporaryDirectory() as tmpdir:
+        folded = Path(tmpdir) / "folded.onnx"
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        opts.optimized_model_filepath = str(folded)
+        opts.log_severity_level = 3
+        ort.InferenceSession(original.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+        proto = onnx.load(str(folded))
+    if any(n.domain not in ("", "ai.onnx") for n in proto.graph.node):  # pragma: no cover - not seen with ORT 1.x
+        proto = original
+    # ONNX Runtime lists every domain it knows; keep only those the nodes use.
+    used = {n.domain for n in proto.graph.node} | {""}
+    kept = [o for o in proto.opset_import if o.domain in used]
+    del proto.opset_import[:]
+    proto.opset_import.extend(kept)
+    del proto.graph.value_info[:]
+    for out, shape in zip(proto.graph.output, out_shapes, strict=True):
+        out.type.tensor_type.ClearField("shape")
+        for d in shape:
+            out.type.tensor_type.shape.dim.add().dim_value = int(d)
+    proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    for file in external:
+        file.unlink(missing_ok=True)
+    dims = output_dims(path)
+    if any(not isinstance(d, int) for shape in dims for d in shape):  # pragma: no cover - guarded by the above
+        raise EdgeganError(f"static export left unknown output dims {dims}")
 
 
 @contextlib.contextmanager

@@ -110,11 +110,11 @@ def task_data(dirs: dict[str, Path], task: str, out: Path, size: int = EDITOR_SI
     return result
 
 
-def stage_curves(runs: dict[str, Path]) -> dict[str, list[tuple[int, float]]]:
-    """Validation PSNR per epoch of each run folder (the supernet's largest sub-network)."""
+def stage_curves(runs: dict[str, Path], metric: str = "psnr") -> dict[str, list[tuple[int, float]]]:
+    """Validation ``metric`` per epoch of each run folder (the supernet's largest sub-network)."""
     curves = {}
     for name, run in runs.items():
-        curve = read_curve(run, "val_psnr") or read_curve(run, "val_psnr_largest")
+        curve = read_curve(run, f"val_{metric}") or read_curve(run, f"val_{metric}_largest")
         if curve:
             curves[name] = curve
     return curves
@@ -232,6 +232,8 @@ def _teacher_only(args: argparse.Namespace, dirs: dict[str, Path], cfg: Any, out
     quality, grid = _evaluate({"teacher": teacher}, dirs["A_test"], dirs["B_test"], size, cfg.direction)
     curves = stage_curves({"teacher": out / "pipeline" / "teacher"})
     plot_curves(curves, out / "curves.png", ylabel="validation PSNR (dB)", title=f"{args.task}: teacher")
+    ssim_curves = stage_curves({"teacher": out / "pipeline" / "teacher"}, "ssim")
+    plot_curves(ssim_curves, out / "curves_ssim.png", ylabel="validation SSIM", title=f"{args.task}: teacher")
     info = machine_info(args.device)
     q = quality["teacher"]
     notes = [
@@ -239,6 +241,7 @@ def _teacher_only(args: argparse.Namespace, dirs: dict[str, Path], cfg: Any, out
         f"{cfg.teacher.epochs}+{cfg.teacher.decay_epochs} epochs, select_by {cfg.teacher.select_by}): "
         f"test PSNR {q['psnr']:.2f} dB, SSIM {q['ssim']:.4f} on {q['test_images']} pairs at {cfg.teacher.crop_size} px",
         *_curves_note(curves),
+        "curves.png and curves_ssim.png: validation PSNR and SSIM per epoch (labels -> photo: PSNR rewards blur)",
         f"machine: {machine_line(info)}",
     ]
     results = {
@@ -248,6 +251,7 @@ def _teacher_only(args: argparse.Namespace, dirs: dict[str, Path], cfg: Any, out
         "models": {"teacher": quality["teacher"]},
         "teacher": teacher_sum,
         "curves": curves,
+        "curves_ssim": ssim_curves,
         "machine": info,
         "wall_s": time.perf_counter() - t0,
     }

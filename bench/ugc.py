@@ -76,7 +76,8 @@ def _tag(f: float) -> str:
 EDITOR_UGC = {"direction": "AtoB", "load_size": 64, "crop_size": 64, "residual": True, "input_skip": True}
 
 
-def _ugc_cfg(f: float, n_pairs: int, task: str = "labels2photo", **overrides: Any) -> Any:
+def _ugc_cfg(f: float, n_pairs: int, task: str = "labels2photo", scale: float = 1.0, **overrides: Any) -> Any:
+    """The UGC preset at fraction ``f`` with the same steps at every fraction, ``scale`` times the preset's."""
     if task != "labels2photo":
         overrides = {**EDITOR_UGC, **overrides}
     base = ugc_preset("facades-cpu")
@@ -85,7 +86,7 @@ def _ugc_cfg(f: float, n_pairs: int, task: str = "labels2photo", **overrides: An
     out: dict[str, Any] = {"labeled_fraction": f, **overrides}
     for stage in (1, 2):
         const, decay = getattr(base, f"stage{stage}_epochs"), getattr(base, f"stage{stage}_decay_epochs")
-        total = max(2, round((const + decay) * n_base / n_f))
+        total = max(2, round(scale * (const + decay) * n_base / n_f))
         out[f"stage{stage}_epochs"] = total - total // 2
         out[f"stage{stage}_decay_epochs"] = total // 2
     return ugc_preset("facades-cpu", **out)
@@ -139,6 +140,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="labels2photo", choices=TASKS, help="labels2photo, or an editor's output")
     ap.add_argument("--fractions", default="0.25,1.0")
+    ap.add_argument(
+        "--ugc-epochs-scale",
+        type=float,
+        default=None,
+        help="also train a row ugc_x<S> with S times the preset's UGC epochs (a longer budget), at --long-at",
+    )
+    ap.add_argument("--long-at", default="0.25", help="fractions that get the ugc_x<S> row")
     ap.add_argument("--ablations", default="0.25", help="fractions that also get the two ablation rows ('' for none)")
     ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--gc-run", type=Path, default=None, help="default: the GAN Compression bench's run of --task")
@@ -170,6 +178,7 @@ def main() -> None:
     def log(msg: str) -> None:
         console.log(f"[{time.perf_counter() - t0:6.0f} s] {msg}")
 
+    row_names = ROWS + ((f"ugc_x{args.ugc_epochs_scale:g}",) if args.ugc_epochs_scale else ())
     trained: dict[str, dict[str, Path]] = {}
     runs: dict[str, dict[str, Any]] = {}
     missing: list[str] = []
@@ -181,7 +190,9 @@ def main() -> None:
         paths: dict[str, Path] = {}
         info: dict[str, Any] = {"labeled": len(split.labeled), "unlabeled": len(split.unlabeled)}
 
-        variants = [("ugc", {}, None)]
+        variants: list[tuple[str, dict[str, Any], Path | None]] = [("ugc", {}, None)]
+        if args.ugc_epochs_scale and f in {float(v) for v in args.long_at.split(",") if v}:
+            variants.append((f"ugc_x{args.ugc_epochs_scale:g}", {"scale": args.ugc_epochs_scale}, None))
         if f in ablations:
             variants += [
                 ("ugc_no_u_stage2", {"use_unlabeled_stage2": False}, root / "ugc" / "stage1"),
@@ -237,7 +248,7 @@ def main() -> None:
                     missing.append(f"{_tag(f)}/{name}")
                 else:
                     paths[name] = Path(done[key] if key else done["student"]["path"])
-            trained[_tag(f)] = {k: paths[k] for k in ROWS if k in paths}
+            trained[_tag(f)] = {k: paths[k] for k in row_names if k in paths}
             runs[_tag(f)] = info
             continue
         fresh = not (gc_run / "teacher" / "stage.json").is_file()
@@ -262,7 +273,7 @@ def main() -> None:
         paths["gan_compression"] = Path(res["summary"]["student"]["path"])
         info["gan_compression_budget_64px"] = _gc_cfg(f, args.task).budget_macs
 
-        trained[_tag(f)] = {k: paths[k] for k in ROWS if k in paths}
+        trained[_tag(f)] = {k: paths[k] for k in row_names if k in paths}
         runs[_tag(f)] = info
     if args.train_only:
         log("trained every row; evaluation skipped (--train-only)")

@@ -396,3 +396,17 @@ def test_samples_never_redraw_the_reconstruction_noise():
             z = torch.randn(1, 1, 25, 33, generator=torch.Generator().manual_seed(sample_seed))
             assert (z - z_rec).abs().mean() > 0.5
     assert reconstruction_seed(0) == reconstruction_seed(0) != reconstruction_seed(1)
+
+
+def test_parallel_shuffle_refines_rearranged_real_inputs(tmp_path):
+    cfg = SETGANConfig(mode="parallel", parallel_inputs="shuffle", **TINY)
+    run = fit(_image(), tmp_path / "run", cfg, workers=1)
+    assert run.done_scales() == [0, 1, 2] and {run.scale_info(i)["mode"] for i in range(3)} == {"parallel-shuffle"}
+    data = train_mod._parallel_inputs(run, 1, cfg)
+    real_prev = train_mod._parallel_inputs(run, 1, SETGANConfig(mode="parallel", **TINY)).rec_prev
+    assert torch.equal(data.rec_prev, real_prev)  # reconstruction keeps the real coarser image
+    torch.manual_seed(3)
+    draws = [data.draw_prev() for _ in range(4)]
+    assert any(not torch.equal(d, real_prev) for d in draws)
+    for d in draws:  # the same pixels in another layout: flipped and/or circularly shifted
+        assert torch.allclose(d.flatten().sort().values, real_prev.flatten().sort().values)

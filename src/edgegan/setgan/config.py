@@ -9,7 +9,7 @@ from typing import Any, Literal
 from edgegan.errors import ConfigError
 
 Mode = Literal["parallel", "serial"]
-ParallelInputs = Literal["real", "refresh"]
+ParallelInputs = Literal["real", "refresh", "shuffle"]
 
 
 @dataclass
@@ -45,6 +45,8 @@ class SETGANConfig:
     # parallel: what scale i refines. "real": the up-sampled real image of scale i-1 throughout (the paper).
     # "refresh": that for the first refresh_at of the iterations; then, after a barrier, fresh random samples
     # through scales 0..i-1 as they stood at that point (so scale i learns to correct what they generate).
+    # "shuffle": the adversarial steps see the real coarser image flipped and circularly shifted at random (a
+    # rearranged layout, as random samples of the coarser scales have); reconstruction keeps the real one.
     parallel_inputs: ParallelInputs = "real"
     refresh_at: float = 0.5
     seed: int = 0
@@ -57,8 +59,8 @@ class SETGANConfig:
             raise ConfigError(f"mode must be parallel or serial, got {self.mode!r}")
         if self.gp_form not in ("singan", "whole_image"):
             raise ConfigError(f"gp_form must be singan or whole_image, got {self.gp_form!r}")
-        if self.parallel_inputs not in ("real", "refresh"):
-            raise ConfigError(f"parallel_inputs must be real or refresh, got {self.parallel_inputs!r}")
+        if self.parallel_inputs not in ("real", "refresh", "shuffle"):
+            raise ConfigError(f"parallel_inputs must be real, refresh or shuffle, got {self.parallel_inputs!r}")
         if not 0.0 < self.refresh_at < 1.0:
             raise ConfigError(f"refresh_at must be in (0, 1), got {self.refresh_at}")
         if self.min_size < 8:

@@ -6,6 +6,9 @@
   0..i-1 generate, and may start from scale i-1's weights.
 * ``parallel`` (SETGAN): scale i refines the up-sampled *real* image of scale i-1, so the
   scales are independent and a pool of worker processes trains them at once.
+* ``parallel`` with ``parallel_inputs="shuffle"``: still independent scales, but the adversarial steps refine
+  the real coarser image in a random layout (flipped, circularly shifted), since random samples of the
+  coarser scales rearrange the image; the reconstruction path keeps the real image.
 * ``parallel`` with ``parallel_inputs="refresh"``: two parallel phases. Every scale first trains
   ``refresh_at`` of its iterations on the real coarser image, as above; after that barrier, scale i
   finishes on fresh random samples through scales 0..i-1 as they stood at the barrier (SinGAN's
@@ -202,7 +205,19 @@ def _parallel_inputs(run: SETGANRun, i: int, cfg: SETGANConfig) -> ScaleInputs:
         return ScaleInputs(real, lambda: prev, prev, 1.0)
     prev = resize(reals[i - 1], tuple(real.shape[-2:]))
     amp = cfg.noise_amp_init * math.sqrt(F.mse_loss(real, prev).item())
+    if cfg.parallel_inputs == "shuffle":
+        return ScaleInputs(real, lambda: rearranged(prev), prev, amp)
     return ScaleInputs(real, lambda: prev, prev, amp)
+
+
+def rearranged(image: torch.Tensor) -> torch.Tensor:
+    """``image`` flipped left-right with probability 1/2 and shifted circularly by a random offset in each
+    direction (the global RNG, so a scale's seed fixes the draws): the same content in another layout."""
+    h, w = image.shape[-2:]
+    if torch.rand(()) < 0.5:
+        image = image.flip(-1)
+    dy, dx = int(torch.randint(h, ())), int(torch.randint(w, ()))
+    return image.roll((dy, dx), dims=(-2, -1))
 
 
 def _refresh_inputs(run: SETGANRun, i: int, cfg: SETGANConfig) -> ScaleInputs:
@@ -333,7 +348,7 @@ def _train_independent_scale(run: SETGANRun, i: int, device: str, progress: Prog
     if phase == 1:
         run.finish_phase1(i, g, data.noise_amp, seconds)
         return seconds
-    mode = "parallel"
+    mode = "parallel-shuffle" if cfg.parallel_inputs == "shuffle" else "parallel"
     if phase == 2:  # the scale's training time is both phases'
         mode, seconds = "parallel-refresh", seconds + run.phase1_info(i)["train_seconds"]
     _finish(run, i, g, d, data.noise_amp, seconds, mode, torch.get_num_threads(), device)

@@ -25,6 +25,8 @@ Modes (one run folder each, ``OUT/runs/<image>_<mode>``):
 * ``refresh``: parallel, ``parallel_inputs="refresh"``: the first ``refresh_at`` of the iterations as
   ``parallel``; then, after a barrier, each scale finishes on fresh random samples of scales 0..i-1
   as they stood at the barrier, so it also learns to correct what the coarser scales really make.
+* ``shuffle``: parallel, ``parallel_inputs="shuffle"``: independent scales whose adversarial steps refine the
+  real coarser image flipped and circularly shifted at random (a rearranged layout).
 * ``parallel_whole_gp`` (``--before``, first image only): ``parallel`` with ``gp_form="whole_image"``,
   edgegan's gradient penalty before issue 15 (norm over the whole image). It is the "before" row of
   the first image's sample grid; ``parallel`` is the "after".
@@ -108,9 +110,9 @@ from edgegan.setgan.train import fit
 THRESHOLDS = (0.6, 0.7, 0.8, 0.9)
 EDP_SAVING = 0.56  # the paper's figure: "saves 56% energy-delay product"
 GRID_SEED = 1000  # random samples of the grids: a plain seed, never the reconstruction noise's stream
-MODES = ("serial", "parallel", "refresh")
+MODES = ("serial", "parallel", "refresh", "shuffle")
 BEFORE = "parallel_whole_gp"
-LABELS = {"serial": "serial", "parallel": "parallel", "refresh": "refresh", BEFORE: "whole-img GP"}
+LABELS = {**{m: m for m in MODES}, BEFORE: "whole-img GP"}
 CACHE_FORMAT = 1
 SCALE_KEYS = (
     "index",
@@ -218,6 +220,8 @@ def mode_config(mode: str, args: argparse.Namespace) -> SETGANConfig:
         return SETGANConfig(mode="parallel", parallel_inputs="real", **common)
     if mode == "refresh":
         return SETGANConfig(mode="parallel", parallel_inputs="refresh", **common)
+    if mode == "shuffle":
+        return SETGANConfig(mode="parallel", parallel_inputs="shuffle", **common)
     if mode == BEFORE:
         return SETGANConfig(mode="parallel", parallel_inputs="real", gp_form="whole_image", **common)
     raise ValueError(mode)

@@ -22,7 +22,6 @@ input's name; unreadable images fail alone and the :class:`TranslateSummary` say
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -37,6 +36,7 @@ import yaml
 from torch import nn
 
 from edgegan.errors import CheckpointError, ConfigError, EdgeganError
+from edgegan.weights import sha256_of
 
 __all__ = [
     "GENERATORS",
@@ -340,13 +340,7 @@ def _check_same_base(adapter: Path, base: Path, recorded: str | None) -> None:
 
 
 def _sha256(file: Path) -> str | None:
-    if not file.is_file():
-        return None
-    digest = hashlib.sha256()
-    with open(file, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_of(file) if file.is_file() else None
 
 
 def _same_prompt(a: str, b: str) -> bool:

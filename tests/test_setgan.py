@@ -10,11 +10,12 @@ from PIL import Image
 from edgegan.cli import main
 from edgegan.errors import ConfigError
 from edgegan.losses import gradient_penalty
+from edgegan.metrics.reference import psnr
 from edgegan.setgan import train as train_mod
 from edgegan.setgan.config import SETGANConfig
 from edgegan.setgan.estimate import choose_scales, estimate_quality
 from edgegan.setgan.export import export_scales, onnx_pyramid
-from edgegan.setgan.pyramid import compute_pyramid, scaled_sizes
+from edgegan.setgan.pyramid import compute_pyramid, resize, scaled_sizes
 from edgegan.setgan.schedule import rank_share, schedule, simulate
 from edgegan.setgan.train import fit, prepare_run, train_serial
 
@@ -91,16 +92,16 @@ def test_parallel_refresh_trains_two_phases_and_refines_generated_inputs(tmp_pat
     # Phase 1 stops every scale at the refresh step (2 of 4) before any scale goes on; phase 2 resumes at 3.
     first_phase = seen[: 2 * 3]
     assert {s for _, s in first_phase} == {1, 2} and seen[6:] and all(s in (3, 4) for _, s in seen[6:])
-    # Phase 2 of scale 1 refines what scale 0 generated at the refresh point, not the real coarser image.
+    # Phase 2 of scale 1: the adversarial steps refine what scale 0 generated at the refresh point; the
+    # reconstruction keeps the real coarser image.
     data = train_mod._refresh_inputs(run, 1, cfg)
-    coarse = run.load_phase1_pyramid(0)
-    expected = train_mod.resize(coarse.reconstruct(0), tuple(data.real.shape[-2:]))
-    assert torch.allclose(data.rec_prev, expected)
     real_prev = train_mod._parallel_inputs(run, 1, cfg).rec_prev
-    assert (data.rec_prev - real_prev).abs().mean() > 1e-3
+    assert torch.equal(data.rec_prev, real_prev)
     assert data.noise_amp == pytest.approx(run.scale_info(1)["noise_amp"])
-    a, b = data.draw_prev(), data.draw_prev()  # fresh random samples through scale 0
+    torch.manual_seed(0)
+    a, b = data.draw_prev(), data.draw_prev()  # fresh random samples through scale 0's snapshot
     assert a.shape == data.real.shape and not torch.equal(a, b)
+    assert (a - real_prev).abs().mean() > 1e-3
     with pytest.raises(ConfigError, match="refresh_at"):
         SETGANConfig(parallel_inputs="refresh", refresh_at=1.0)
 
@@ -410,3 +411,30 @@ def test_parallel_shuffle_refines_rearranged_real_inputs(tmp_path):
     assert any(not torch.equal(d, real_prev) for d in draws)
     for d in draws:  # the same pixels in another layout: flipped and/or circularly shifted
         assert torch.allclose(d.flatten().sort().values, real_prev.flatten().sort().values)
+
+
+def test_parallel_scales_learn_to_reconstruct_and_refine_a_texture(tmp_path):
+    """Learning test: 100 iterations per scale on a 28x32 texture. Scale 0 maps its fixed noise to the coarsest
+    image, well above the image's mean (measured 23.1 dB against 12.9); scale 1, fed the up-sampled real coarser
+    image and no noise, restores the detail the up-sampling lost (36.6 against 27.8 for the up-sampled input);
+    no scale makes its input worse. (The earlier refresh variant, which trained the reconstruction on a
+    snapshot's output, drifted to 10.1 dB through the chain; this bar is on the paper's parallel mode.)"""
+    y, x = torch.meshgrid(torch.linspace(0, 1, 28), torch.linspace(0, 1, 32), indexing="ij")
+    texture = torch.stack([torch.sin(40 * x) * torch.cos(13 * y), torch.cos(31 * y + 5 * x), torch.sin(23 * (x + y))])
+    image = texture[None].clamp(-1, 1) * 0.8
+    cfg = SETGANConfig(max_size=32, min_size=16, nfc=8, max_nfc=8, iters=100, mode="parallel", ckpt_every=1000)
+    run = fit(image, tmp_path / "run", cfg, workers=1)
+    pyr, (reals, _) = run.load_pyramid(), run.load_reals()
+
+    def db(a, b):
+        return float(psnr((a + 1) / 2, (b + 1) / 2))
+
+    mean_floor = db(torch.full_like(reals[0], float(reals[0].mean())), reals[0])
+    assert db(pyr.reconstruct(0), reals[0]) >= max(20.0, mean_floor + 7.0)
+    with torch.no_grad():
+        for i in range(1, pyr.n_scales):
+            prev = resize(reals[i - 1], tuple(reals[i].shape[-2:]))
+            refined, floor = db(pyr.generators[i](prev, torch.zeros_like(prev)), reals[i]), db(prev, reals[i])
+            assert refined >= floor - 0.5, (i, refined, floor)
+            if i == 1:
+                assert refined >= floor + 5.0, (refined, floor)

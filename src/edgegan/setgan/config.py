@@ -44,7 +44,8 @@ class SETGANConfig:
     warm_start: bool = True  # serial: start scale i from scale i-1 when the width is unchanged
     # parallel: what scale i refines. "real": the up-sampled real image of scale i-1 throughout (the paper).
     # "refresh": that for the first refresh_at of the iterations; then, after a barrier, fresh random samples
-    # through scales 0..i-1 as they stood at that point (so scale i learns to correct what they generate).
+    # through scales 0..i-1 as they stood at that point in its adversarial steps (so scale i learns to correct
+    # what they generate); its reconstruction keeps the real image.
     # "shuffle": the adversarial steps see the real coarser image flipped and circularly shifted at random (a
     # rearranged layout, as random samples of the coarser scales have); reconstruction keeps the real one.
     parallel_inputs: ParallelInputs = "real"

@@ -11,8 +11,9 @@
   coarser scales rearrange the image; the reconstruction path keeps the real image.
 * ``parallel`` with ``parallel_inputs="refresh"``: two parallel phases. Every scale first trains
   ``refresh_at`` of its iterations on the real coarser image, as above; after that barrier, scale i
-  finishes on fresh random samples through scales 0..i-1 as they stood at the barrier (SinGAN's
-  ``draw_concat``), so it also learns to correct what the coarser scales really generate.
+  finishes its adversarial steps on fresh random samples through scales 0..i-1 as they stood at the barrier
+  (SinGAN's ``draw_concat``), so it also learns to correct what the coarser scales really generate; the
+  reconstruction path keeps the real coarser image.
 
 Both resume: finished scales are skipped, an interrupted scale continues from its last
 intra-scale checkpoint.
@@ -221,8 +222,12 @@ def rearranged(image: torch.Tensor) -> torch.Tensor:
 
 
 def _refresh_inputs(run: SETGANRun, i: int, cfg: SETGANConfig) -> ScaleInputs:
-    """Phase 2 of ``refresh``: fresh samples (and the reconstruction) through scales 0..i-1 as they stood at the
-    refresh point. The noise amplitude stays the one phase 1 trained with (from the real coarser image)."""
+    """Phase 2 of ``refresh``: the adversarial steps refine fresh samples through scales 0..i-1 as they stood at
+    the refresh point. The reconstruction path keeps the real coarser image (and the noise amplitude its RMSE):
+    trained on the snapshot's reconstruction, each scale learnt to undo that snapshot's own error, which the
+    finished coarser scales no longer make, so the corrections piled up (measured at 32 px, 150 iterations:
+    reconstruction 20.6, 16.8, 11.9, 10.1 dB at scales 0..3, the image drifting paler, against 20.4 dB for
+    the paper's parallel mode)."""
     data = _parallel_inputs(run, i, cfg)
     if i == 0:
         return data
@@ -234,8 +239,7 @@ def _refresh_inputs(run: SETGANRun, i: int, cfg: SETGANConfig) -> ScaleInputs:
         noises = coarser.noises(1, sizes, i - 1)
         return resize(coarser.run(noises, sizes)[-1], size).cpu()
 
-    rec_prev = resize(coarser.reconstruct(i - 1), size).cpu()
-    return ScaleInputs(data.real, draw_prev, rec_prev, data.noise_amp)
+    return ScaleInputs(data.real, draw_prev, data.rec_prev, data.noise_amp)
 
 
 def _serial_inputs(run: SETGANRun, i: int, cfg: SETGANConfig, coarser: SETGANPyramid | None) -> ScaleInputs:

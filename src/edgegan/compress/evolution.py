@@ -33,6 +33,8 @@ class EvolutionResult:
     best_macs: int
     history: list[dict[str, Any]] = field(default_factory=list)
     evaluated: int = 0
+    # A latency-budget search's record (edgegan.compress.search): the latency model and the winner's check.
+    latency: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -135,13 +137,15 @@ def evolve(
     seed: int = 0,
     mode: SearchMode = "evolution",
     progress: Progress | None = None,
+    cost_name: str = "MAC",
 ) -> EvolutionResult:
     """Best-scoring candidate with ``min_cost <= cost(c) <= budget``.
 
     ``mode="evolution"`` keeps the best ``parents`` of each generation and fills the rest half by
     mutation (each gene redrawn with ``mutate_prob``) and half by uniform crossover of two parents;
     ``mode="random"`` scores ``population`` fresh feasible samples per generation. ConfigError when the
-    smallest candidate is over ``budget`` or no candidate fits the window.
+    smallest candidate is over ``budget`` or no candidate fits the window. ``cost_name`` names the cost in
+    that message (MACs, or predicted latency in µs). ``history`` records the cost under ``macs``.
     """
     if parents > population:
         raise ConfigError(f"parents ({parents}) cannot exceed population ({population})")
@@ -152,7 +156,7 @@ def evolve(
     floor = cost(smallest)
     if floor > budget:
         raise ConfigError(
-            f"MAC budget {budget:,} is below the smallest candidate's cost {floor:,} "
+            f"{cost_name} budget {budget:,} is below the smallest candidate's cost {floor:,} "
             f"({'_'.join(map(str, smallest))}); raise the budget or add smaller choices"
         )
     best: tuple[float, Candidate] | None = None

@@ -28,9 +28,11 @@ from torch.utils.data import Dataset
 
 from edgegan.compress.distill import LOWER_IS_BETTER, METRICS, Scorer, check_metric
 from edgegan.compress.evolution import EvolutionResult, evolve
+from edgegan.compress.latency_budget import check_winner, fit_family, latency_record
 from edgegan.compress.supernet import extract_subnet
 from edgegan.errors import ConfigError
 from edgegan.models.mobile_supernet import MobileResnetSupernet
+from edgegan.profile.latency_model import LatencyModel, cost_features, measure_onnx_ms
 from edgegan.profile.macs import profile_macs
 
 __all__ = [
@@ -42,7 +44,9 @@ __all__ = [
     "finetune",
     "parse_macs",
     "search",
+    "subnet_features",
     "subnet_macs",
+    "supernet_latency_model",
 ]
 
 SearchMode = Literal["evolution", "random"]
@@ -53,6 +57,7 @@ Progress = Callable[[int, int, float], None]
 _PROXY_SIZE = 32
 
 _MACS_CACHE_ATTR = "_edgegan_macs_cache"
+_FEATURES_CACHE_ATTR = "_edgegan_latency_features_cache"
 
 
 def parse_macs(text: str | int | float) -> int:
@@ -179,10 +184,20 @@ def evaluate_config(
 
 @dataclass
 class SearchConfig:
-    """Settings of :func:`search`; ``budget_macs`` is in GAN Compression's convention at ``size``; ``metric``
-    ranks the candidates (ssim, psnr, lpips, fid or kid; the last three need their weights)."""
+    """Settings of :func:`search`; ``metric`` ranks the candidates (ssim, psnr, lpips, fid or kid; the last
+    three need their weights).
 
-    budget_macs: int
+    The budget is one of ``budget_macs`` (GAN Compression's convention at ``size``) or ``budget_ms``: ONNX
+    Runtime milliseconds at batch 1, ``size``×``size``, ``latency_threads`` threads on this machine, predicted
+    for every candidate by a :class:`~edgegan.profile.latency_model.LatencyModel` fitted on
+    ``latency_samples`` directly measured sub-networks, and the winner measured directly (``verify_top``).
+    """
+
+    budget_macs: int | None = None
+    budget_ms: float | None = None
+    latency_threads: int = 1
+    latency_samples: int = 24
+    verify_top: int = 5
     size: int = 256
     choices: tuple[int, ...] = (16, 24, 32, 40, 48, 56, 64)
     population: int = 20
@@ -197,10 +212,26 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         check_metric(self.metric, "metric", METRICS)
+        if (self.budget_macs is None) == (self.budget_ms is None):
+            raise ConfigError("give one budget: budget_macs (MACs) or budget_ms (measured latency)")
         if isinstance(self.budget_macs, str):
             self.budget_macs = parse_macs(self.budget_macs)
-        if isinstance(self.budget_macs, bool) or not isinstance(self.budget_macs, int) or self.budget_macs <= 0:
+        if self.budget_macs is not None and (
+            isinstance(self.budget_macs, bool) or not isinstance(self.budget_macs, int) or self.budget_macs <= 0
+        ):
             raise ConfigError(f"budget_macs must be a positive integer, got {self.budget_macs!r}")
+        if self.budget_ms is not None:
+            if isinstance(self.budget_ms, bool) or not isinstance(self.budget_ms, int | float):
+                raise ConfigError(f"budget_ms must be a number, got {self.budget_ms!r}")
+            if not math.isfinite(self.budget_ms) or self.budget_ms <= 0:
+                raise ConfigError(f"budget_ms must be positive, got {self.budget_ms!r}")
+            self.budget_ms = float(self.budget_ms)
+        for name in ("latency_threads", "latency_samples", "verify_top"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.latency_samples < 3:
+            raise ConfigError(f"latency_samples must be at least 3, got {self.latency_samples}")
         self.choices = tuple(sorted(set(self.choices)))
         if not self.choices:
             raise ConfigError("choices must not be empty")
@@ -221,6 +252,55 @@ class SearchConfig:
 SearchResult = EvolutionResult
 
 
+def _features_cache(supernet: MobileResnetSupernet) -> dict[tuple[Config, int], dict[str, float]]:
+    cache = supernet.__dict__.get(_FEATURES_CACHE_ATTR)
+    if cache is None:
+        cache = {}
+        supernet.__dict__[_FEATURES_CACHE_ATTR] = cache
+    return cache
+
+
+def _subnet(supernet: MobileResnetSupernet, config: Sequence[int]) -> nn.Module:
+    return extract_subnet(supernet, supernet.validate_config(config)).eval().cpu()
+
+
+def subnet_features(supernet: MobileResnetSupernet, config: Sequence[int], size: int = 256) -> dict[str, float]:
+    """The latency model's features (:func:`~edgegan.profile.latency_model.cost_features`) of the sub-network
+    at ``config`` on a ``size``×``size`` input; cached per supernet."""
+    key = (supernet.validate_config(config), size)
+    cache = _features_cache(supernet)
+    if key not in cache:
+        cache[key] = cost_features(_subnet(supernet, key[0]), size, supernet.config.input_nc)
+    return cache[key]
+
+
+def supernet_latency_model(
+    supernet: MobileResnetSupernet,
+    size: int,
+    *,
+    choices: Sequence[int],
+    threads: int = 1,
+    samples: int = 24,
+    seed: int = 0,
+    measure: Callable[[nn.Module], float] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> LatencyModel:
+    """Fit a latency model on ``samples`` sub-networks measured directly in ONNX Runtime: the smallest, the
+    largest and random configs over ``choices`` (a quarter held out to measure the prediction error)."""
+    genes = list(supernet._check_choices(choices))
+    return fit_family(
+        lambda c: _subnet(supernet, c),
+        [genes] * len(supernet.largest_config()),
+        size,
+        threads=threads,
+        samples=samples,
+        seed=seed,
+        in_channels=supernet.config.input_nc,
+        measure=measure,
+        progress=progress,
+    )
+
+
 def search(
     supernet: MobileResnetSupernet,
     val_data: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
@@ -228,9 +308,11 @@ def search(
     *,
     teacher: nn.Module | None = None,
     progress: Progress | None = None,
+    latency_model: LatencyModel | None = None,
+    measure: Callable[[nn.Module], float] | None = None,
 ) -> SearchResult:
-    """Find the config under ``cfg.budget_macs`` with the best validation ``cfg.metric`` (deterministic given
-    ``cfg.seed``).
+    """Find the config under the budget with the best validation ``cfg.metric`` (deterministic given
+    ``cfg.seed``, apart from measured latencies).
 
     Every candidate (initial, mutated or crossed over) is checked against the budget before it is
     evaluated and redrawn when over it; ConfigError if even the smallest config exceeds the budget.
@@ -239,6 +321,13 @@ def search(
     LPIPS, FID and KID so that higher is always better (``best_score`` likewise). ``evaluated`` counts
     distinct configs scored. ``progress(generation, generations, best_score)`` is called after each
     generation. The search itself is :func:`edgegan.compress.evolution.evolve`.
+
+    Under ``cfg.budget_ms`` the cost of a candidate is its latency predicted by ``latency_model`` (fitted
+    here by :func:`supernet_latency_model` when not given; it must match ``cfg.size`` and
+    ``cfg.latency_threads``); each history entry also has ``predicted_ms``, and ``result.latency`` holds the
+    model's fit, its error against direct measurement and the winner's check
+    (:func:`~edgegan.compress.latency_budget.check_winner`).
+    ``measure`` replaces ONNX Runtime timing (tests).
     """
     if not isinstance(supernet, MobileResnetSupernet):
         raise ConfigError(f"search needs a MobileResnetSupernet, got {type(supernet).__name__}")
@@ -262,11 +351,33 @@ def search(
             raise ConfigError(f"{cfg.metric} cannot score these images (SSIM needs at least 11 px a side)")
         return sign * value
 
+    if cfg.budget_ms is None:
+        assert cfg.budget_macs is not None
+        cost, budget, cost_name = (lambda config: subnet_macs(supernet, config, cfg.size)), cfg.budget_macs, "MAC"
+    else:
+        if latency_model is None:
+            latency_model = supernet_latency_model(
+                supernet,
+                cfg.size,
+                choices=choices,
+                threads=cfg.latency_threads,
+                samples=cfg.latency_samples,
+                seed=cfg.seed,
+                measure=measure,
+            )
+        latency_model.check_matches((cfg.size, cfg.size), cfg.latency_threads)
+        lm = latency_model
+
+        def cost(config: Config) -> int:  # integer microseconds: evolve compares integer costs
+            return max(0, round(1000 * lm.predict(subnet_features(supernet, config, cfg.size))))
+
+        budget, cost_name = round(1000 * cfg.budget_ms), "predicted-latency (µs)"
+
     result = evolve(
         [choices] * len(supernet.largest_config()),
-        lambda config: subnet_macs(supernet, config, cfg.size),
+        cost,
         score,
-        cfg.budget_macs,
+        budget,
         population=cfg.population,
         generations=cfg.generations,
         parents=cfg.parents,
@@ -274,9 +385,21 @@ def search(
         seed=cfg.seed,
         mode=cfg.mode,
         progress=progress,
+        cost_name=cost_name,
     )
     for entry in result.history:  # PSNR stays in the report, next to the metric that ranked
         entry.update(seen[tuple(entry["config"])])
+        if cfg.budget_ms is not None:
+            entry["predicted_ms"] = entry["macs"] / 1000
+            entry["macs"] = subnet_macs(supernet, entry["config"], cfg.size)
+    result.latency = None
+    if cfg.budget_ms is not None:
+        assert latency_model is not None
+        timer = measure or (
+            lambda m: measure_onnx_ms(m, cfg.size, threads=cfg.latency_threads, in_channels=supernet.config.input_nc)
+        )
+        check = check_winner(result, lambda c: _subnet(supernet, c), cfg.budget_ms, timer, top=cfg.verify_top)
+        result.latency = latency_record(latency_model, cfg.budget_ms, check)
     return result
 
 

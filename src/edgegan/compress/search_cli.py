@@ -55,7 +55,19 @@ def search_cmd(
     a: Path = typer.Option(..., "--a", help="Validation input (A) image folder."),
     b: Path | None = typer.Option(None, "--b", help="Validation target (B) folder; without it, the teacher's output."),
     teacher: Path | None = typer.Option(None, "--teacher", help="Teacher folder: scores against its outputs."),
-    budget_macs: str = typer.Option(..., "--budget-macs", help="MAC budget (GAN Compression convention): 2.5G, 800M."),
+    budget_macs: str | None = typer.Option(
+        None, "--budget-macs", help="MAC budget (GAN Compression convention): 2.5G, 800M."
+    ),
+    budget_ms: float | None = typer.Option(
+        None,
+        "--budget-ms",
+        help="Latency budget instead: ONNX Runtime ms at batch 1, --size, --latency-threads, on this machine.",
+    ),
+    latency_threads: int = typer.Option(1, min=1, help="Threads the latency budget refers to."),
+    latency_samples: int = typer.Option(24, min=3, help="Sub-networks measured to fit the latency model."),
+    latency_model: Path | None = typer.Option(
+        None, "--latency-model", help="Reuse a latency_model.json from an earlier search (same size, threads, CPU)."
+    ),
     size: int = typer.Option(256, min=4, help="Input size the budget and the evaluation refer to."),
     choices: str = typer.Option("16,24,32,40,48,56,64", help="Channel choices per entry, comma separated."),
     population: int = typer.Option(20, min=1, help="Candidates per generation."),
@@ -81,6 +93,8 @@ def search_cmd(
     from edgegan.registry import load
 
     check_device(device)
+    if (budget_macs is None) == (budget_ms is None):
+        raise ConfigError("give one budget: --budget-macs or --budget-ms")
     if b is None and teacher is None:
         raise ConfigError("give --b (validation targets) or --teacher (score against the teacher's outputs)")
     net = load(supernet, map_location=device)
@@ -88,7 +102,10 @@ def search_cmd(
         raise ConfigError(f"{supernet} holds a {type(net).__name__}, not a mobile_resnet_supernet")
     teacher_model = load(teacher, map_location=device) if teacher is not None else None
     cfg = SearchConfig(
-        budget_macs=parse_macs(budget_macs),
+        budget_macs=parse_macs(budget_macs) if budget_macs is not None else None,
+        budget_ms=budget_ms,
+        latency_threads=latency_threads,
+        latency_samples=latency_samples,
         size=size,
         choices=_parse_choices(choices),
         population=population,
@@ -110,10 +127,38 @@ def search_cmd(
     def progress(gen: int, total: int, best: float) -> None:
         bar.update(task, description=f"generation {gen}/{total}, best {cfg.metric} {abs(best):.4g}", completed=gen)
 
-    with bar:
-        result = search(net, val, cfg, teacher=teacher_model, progress=progress)
-    net.cpu()
+    lm = None
     out.mkdir(parents=True, exist_ok=True)
+    if budget_ms is not None:
+        from edgegan.compress.search import supernet_latency_model
+        from edgegan.profile.latency_model import LatencyModel
+
+        if latency_model is not None:
+            lm = LatencyModel.load(latency_model)
+        else:
+            with Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+            ) as fit_bar:
+                fit_task = fit_bar.add_task("measuring sub-networks (latency model)", total=latency_samples)
+                lm = supernet_latency_model(
+                    net,
+                    size,
+                    choices=cfg.choices,
+                    threads=latency_threads,
+                    samples=latency_samples,
+                    seed=seed,
+                    progress=lambda i, n: fit_bar.update(fit_task, completed=i),
+                )
+            lm.save(out / "latency_model.json")
+        err = lm.error
+        if err.get("n"):
+            console.print(
+                f"latency model: {err['median_abs_pct']:.1f}% median, {err['max_abs_pct']:.1f}% max error "
+                f"on {int(err['n'])} held-out sub-networks"
+            )
+    with bar:
+        result = search(net, val, cfg, teacher=teacher_model, progress=progress, latency_model=lm)
+    net.cpu()
     student = finalize_student(net, result.best_config, out, size=size)
     best = next(h for h in result.history if tuple(h["config"]) == tuple(result.best_config))
     report = {
@@ -125,10 +170,25 @@ def search_cmd(
     }
     (out / "search.json").write_text(json.dumps(report, indent=2))
     ssim_text = "-" if best.get("ssim") is None else f"{best['ssim']:.4f}"
+    if result.latency is not None:
+        lat = result.latency
+        cost_text = (
+            f"{lat['measured_ms']:.1f} ms measured, {best['predicted_ms']:.1f} predicted (budget {budget_ms:g} ms, "
+            f"{latency_threads} thread(s)){'' if lat['within_budget'] else ' OVER BUDGET'}, "
+            f"{result.best_macs / 1e9:.3f}G MACs"
+        )
+    else:
+        assert cfg.budget_macs is not None
+        cost_text = f"{result.best_macs / 1e9:.3f}G MACs (budget {cfg.budget_macs / 1e9:.3f}G)"
     console.print(
         f"best {'_'.join(map(str, result.best_config))} by {cfg.metric}: SSIM {ssim_text}, PSNR {best['psnr']:.2f} dB"
         + (f", {cfg.metric} {best[cfg.metric]:.4g}" if cfg.metric not in ("ssim", "psnr") else "")
-        + f"; {result.best_macs / 1e9:.3f}G MACs (budget {cfg.budget_macs / 1e9:.3f}G), {result.evaluated} evaluated"
+        + f"; {cost_text}, {result.evaluated} evaluated"
     )
+    if result.latency is not None and not result.latency["within_budget"]:
+        console.print(
+            f"[yellow]none of the {len(result.latency['checked'])} best candidates measured under the budget; "
+            "kept the best-scoring one (the latency model under-predicts here: raise --latency-samples)[/]"
+        )
     console.print(f"student: {student['model_dir']}  onnx: {student['onnx']} (max |diff| {student['max_abs_diff']})")
     console.print(f"report: {out / 'search.json'}")

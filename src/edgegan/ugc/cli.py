@@ -75,6 +75,11 @@ def run_cmd(
     preset: str = typer.Option("facades-cpu", "--preset", help="tiny, facades-cpu or facades-gpu."),
     fraction: float | None = typer.Option(None, "--labeled-fraction", help="0.1, 0.25, 0.5 or 1.0 (any in (0, 1])."),
     budget: str | None = typer.Option(None, "--budget", help="Student MAC budget at 256 px, e.g. 1.4G."),
+    budget_ms: float | None = typer.Option(
+        None,
+        "--budget-ms",
+        help="Student latency budget instead: ONNX Runtime ms at profile_size, batch 1, latency_threads, this machine.",
+    ),
     option: list[str] = typer.Option([], "-o", "--option", help=OPTION_HELP),
     select_by: str | None = typer.Option(
         None, "--select-by", help="Student passed on: last (default), ssim, psnr, lpips, fid or kid (validation)."
@@ -94,6 +99,8 @@ def run_cmd(
         overrides["labeled_fraction"] = fraction
     if budget is not None:
         overrides["budget"] = budget
+    if budget_ms is not None:
+        overrides["budget_ms"] = budget_ms
     if select_by is not None:
         overrides["select_by"] = select_by
     cfg = get_preset(preset, **overrides)

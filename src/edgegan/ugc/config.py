@@ -30,7 +30,8 @@ class UGCConfig:
     ``max_inserted``, and the input paths ``residual``/``input_skip`` of :mod:`edgegan.models.depth_width`,
     off by default as in the paper) with the sandwich rule; gene choices are ``widths`` (every width gene),
     ``depths`` (inserted stages) and ``trunk_depths`` (None: the trunk keeps ``n_blocks``).
-    Stage 2 searches a student under ``budget`` (MACs, GAN Compression convention, at ``profile_size``)
+    Stage 2 searches a student under ``budget`` (MACs, GAN Compression convention, at ``profile_size``), or
+    under ``budget_ms`` (measured ONNX Runtime latency, see :mod:`edgegan.compress.latency_budget`),
     and two teachers of about ``teacher_ratio`` × the student's MACs, then distils online: teachers
     update every ``teacher_every`` steps on labelled pairs, the student every step.
     ``use_unlabeled_stage1``/``use_unlabeled_stage2`` switch the unlabelled data off (ablations).
@@ -90,6 +91,11 @@ class UGCConfig:
     use_unlabeled_stage2: bool = True
     # search
     budget: str | int = "1.4G"
+    # A latency budget instead of ``budget`` for the student: ONNX Runtime ms at batch 1, profile_size,
+    # latency_threads threads on this machine (edgegan.compress.latency_budget); teachers stay in MACs.
+    budget_ms: float | None = None
+    latency_threads: int = 1
+    latency_samples: int = 24
     profile_size: int = 256
     teacher_ratio: float = 20.0
     teacher_window: float = 0.75
@@ -196,6 +202,14 @@ class UGCConfig:
         from edgegan.compress.search import parse_macs
 
         parse_macs(self.budget)  # ConfigError for a malformed budget
+        if self.budget_ms is not None and (
+            isinstance(self.budget_ms, bool) or not isinstance(self.budget_ms, int | float) or not self.budget_ms > 0
+        ):
+            raise ConfigError(f"budget_ms must be a positive number of milliseconds, got {self.budget_ms!r}")
+        for name, low in (("latency_threads", 1), ("latency_samples", 3)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
 
     @property
     def budget_macs(self) -> int:

@@ -249,6 +249,7 @@ def run_ugc(
         }
         return {
             "budget_macs": record["budget_macs"],
+            "budget_ms": record.get("budget_ms"),
             "size": record["size"],
             "metric": record["metric"],
             **brief,

@@ -14,11 +14,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
 from edgegan.compress.evolution import EvolutionResult, evolve
+from edgegan.compress.latency_budget import check_winner, fit_family, latency_record
 from edgegan.errors import ConfigError
 from edgegan.models import DepthWidthSupernet
 from edgegan.models.depth_width import N_WIDTH_GENES
+from edgegan.profile.latency_model import cost_features, measure_onnx_ms
 from edgegan.profile.macs import profile_macs
 from edgegan.ugc.common import Judge, search_metric
 from edgegan.ugc.config import UGCConfig
@@ -110,6 +113,62 @@ def _run(
     )
 
 
+def _student(
+    supernet: DepthWidthSupernet,
+    genes: list[tuple[int, ...]],
+    score: Callable[[tuple[int, ...]], float],
+    cfg: UGCConfig,
+    progress: Progress | None,
+    measure: Callable[[nn.Module], float] | None = None,
+) -> EvolutionResult:
+    """The student: under ``cfg.budget`` MACs, or under ``cfg.budget_ms`` predicted by a latency model fitted
+    on directly measured sub-networks, its winner measured directly (``result.latency``)."""
+    if cfg.budget_ms is None:
+        return _run(supernet, genes, score, cfg, cfg.budget_macs, 0, cfg.seed, progress)
+
+    def build(g: tuple[int, ...]) -> nn.Module:
+        return supernet.extract(supernet.validate_config(g)).eval().cpu()
+
+    size, threads, channels = cfg.profile_size, cfg.latency_threads, supernet.config.input_nc
+    model = fit_family(
+        build,
+        genes,
+        size,
+        threads=threads,
+        samples=cfg.latency_samples,
+        seed=cfg.seed,
+        in_channels=channels,
+        measure=measure,
+    )
+    features: dict[tuple[int, ...], dict[str, float]] = {}
+
+    def cost(g: tuple[int, ...]) -> int:  # integer microseconds: evolve compares integer costs
+        if g not in features:
+            features[g] = cost_features(build(g), size, channels)
+        return max(0, round(1000 * model.predict(features[g])))
+
+    result = evolve(
+        genes,
+        cost,
+        score,
+        round(1000 * cfg.budget_ms),
+        population=cfg.population,
+        generations=cfg.generations,
+        parents=cfg.parents,
+        mutate_prob=cfg.mutate_prob,
+        seed=cfg.seed,
+        progress=progress,
+        cost_name="predicted-latency (µs)",
+    )
+    for entry in result.history:
+        entry["predicted_ms"] = entry["macs"] / 1000
+        entry["macs"] = subnet_macs(supernet, entry["config"], size)
+    timer = measure or (lambda m: measure_onnx_ms(m, size, threads=threads, in_channels=channels))
+    check = check_winner(result, build, cfg.budget_ms, timer)
+    result.latency = latency_record(model, cfg.budget_ms, check)
+    return result
+
+
 def search_student(
     supernet: DepthWidthSupernet,
     val_pairs: list[tuple[torch.Tensor, torch.Tensor]],
@@ -118,11 +177,13 @@ def search_student(
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
     judge: Judge | None = None,
+    measure: Callable[[nn.Module], float] | None = None,
 ) -> EvolutionResult:
-    """The best sub-network with at most ``cfg.budget`` MACs (see :func:`search_all` for the record)."""
+    """The best sub-network with at most ``cfg.budget`` MACs, or ``cfg.budget_ms`` measured milliseconds (see
+    :func:`search_all` for the record); ``measure`` replaces ONNX Runtime timing (tests)."""
     genes = supernet.gene_choices(cfg.widths, cfg.depths, cfg.trunk_depths)
     score = _Scorer(supernet, judge or make_judge(val_pairs, cfg, device))
-    return _run(supernet, genes, score, cfg, cfg.budget_macs, 0, cfg.seed, progress)
+    return _student(supernet, genes, score, cfg, progress, measure)
 
 
 def search_teachers(
@@ -175,12 +236,13 @@ def search_all(
     judge = make_judge(val_pairs, cfg, device)
     score = _Scorer(supernet, judge)
     genes = supernet.gene_choices(cfg.widths, cfg.depths, cfg.trunk_depths)
-    student = _run(supernet, genes, score, cfg, cfg.budget_macs, 0, cfg.seed, progress)
+    student = _student(supernet, genes, score, cfg, progress)
     teachers = search_teachers(
         supernet, val_pairs, cfg, student.best_config, device=device, progress=progress, judge=judge
     )
     return {
-        "budget_macs": cfg.budget_macs,
+        "budget_macs": cfg.budget_macs if cfg.budget_ms is None else None,
+        "budget_ms": cfg.budget_ms,
         "size": cfg.profile_size,
         "metric": judge.metric,
         "student": score.record(student),

@@ -88,6 +88,12 @@ def export_onnx(
     the same random input and the max absolute difference is reported. With ``dynamic=False``
     every shape in the graph is fixed to the example's (see ``_make_static``).
     """
+    if hasattr(model, "active_config") and hasattr(model, "largest_config"):
+        # Its channel slicing is dynamic; the deployable network is a sub-network extracted from it.
+        raise EdgeganError(
+            f"{type(model).__name__} is a supernet: export a sub-network of it (`edgegan compress search` or "
+            "UGC's export stage extract one; from Python, edgegan.compress.supernet.extract_subnet or .extract)"
+        )
     model = model.eval().cpu()
     if example is None:
         maker = getattr(model, "example_input", None)

@@ -56,7 +56,9 @@ def test_auto_keeps_more_layers_in_float_for_a_higher_gate(exported, tmp_path):
     full_db = max(low.per_channel_vs_tensor_db.values())
     assert low.kept_float == [] and low.psnr_db_median == pytest.approx(full_db, abs=1e-3)
     # Sensitivity: one entry per quantizable layer, most sensitive (largest PSNR gain when float) first.
-    assert sorted(s["node"] for s in low.sensitivity) == sorted(low.quantizable) and len(low.quantizable) == 10
+    assert (
+        sorted(s["node"] for s in low.sensitivity) == sorted(low.quantizable) and len(low.quantizable) == 8
+    )  # ConvTranspose stays float
     gains = [s["gain_db"] for s in low.sensitivity]
     assert gains == sorted(gains, reverse=True) and gains[0] > 0.3
 

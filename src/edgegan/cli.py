@@ -210,6 +210,12 @@ def export_cmd(
         False, "--static-shape", help="Fix batch 1 and --size in the graph: every input and output dim a number."
     ),
     tolerance: float = typer.Option(1e-4, help="Fail if max |torch - onnxruntime| exceeds this."),
+    optimize: bool = typer.Option(
+        False,
+        "--optimize",
+        help="Fold constants and split the 3-channel output convolution into its 4 phases (+DepthToSpace), "
+        "which ONNX Runtime runs without padding 3 channels to 16; outputs unchanged (parity-checked).",
+    ),
     quantize: str | None = typer.Option(
         None,
         help="Also write a quantized model: int8 (static with --calib, else dynamic), fp16, auto (int8 with the "
@@ -241,7 +247,15 @@ def export_cmd(
     hw = parse_size(size)
     calib_arrays = _calibration_arrays(calib, hw, calib_count) if calib is not None else None
     model = resolve_model(target, parse_options(option))
-    result = export_onnx(model, out, size=hw, opset=opset, dynamic=not static_shape, exporter=exporter)  # type: ignore[arg-type]
+    result = export_onnx(
+        model,
+        out,
+        size=hw,
+        opset=opset,
+        dynamic=not static_shape,
+        exporter=exporter,
+        optimize=optimize,  # type: ignore[arg-type]
+    )
     report: dict[str, Any] = {"arch": getattr(model, "arch", ""), **result.to_dict(), "tolerance": tolerance}
     gate_error = None
     if quantize:
@@ -254,6 +268,8 @@ def export_cmd(
         if static_shape:
             console.print(f"output shape {result.output_shapes[0] if result.output_shapes else '?'} (static)")
         console.print(f"max |torch - onnxruntime| = {result.max_abs_diff:.3g} (tolerance {tolerance:g})")
+        if optimize:
+            console.print(f"optimized: {', '.join(result.optimized or []) or 'nothing to rewrite'}")
         if quantize:
             _print_quant(report["fp16" if quantize == "fp16" else "int8"])
     if gate_error:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from edgegan.errors import EdgeganError
+from edgegan.export.optimize import fold_constants, optimize_model
 from edgegan.fileio import atomic_path
 from edgegan.profile.latency import onnx_feed, onnx_session
 
@@ -31,6 +31,7 @@ class ExportResult:
     exporter: str
     max_abs_diff: float | None
     output_shapes: list[list[int | str]] | None = None  # ints where fixed, names where dynamic
+    optimized: list[str] | None = None  # with optimize=True: the convolutions optimize_model rewrote
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,13 +81,17 @@ def export_onnx(
     dynamic: bool = True,
     exporter: Exporter = "torchscript",
     check: bool = True,
+    optimize: bool = False,
 ) -> ExportResult:
     """Export ``model`` (in eval mode, on CPU) to ``path``; the file appears only when complete.
 
     ``torchscript`` is the tracing exporter (fast, stable for conv nets); ``dynamo`` is
     torch.export-based and needs onnxscript. With ``check``, ONNX Runtime and PyTorch run on
     the same random input and the max absolute difference is reported. With ``dynamic=False``
-    every shape in the graph is fixed to the example's (see ``_make_static``).
+    every shape in the graph is fixed to the example's (see ``_make_static``). With ``optimize`` the file is
+    rewritten by :func:`edgegan.export.optimize.optimize_model` (constant folding, and the output convolution
+    split into its four output phases so that ONNX Runtime does not pad its 3 channels to 16) before the
+    parity check; it holds standard ONNX operators only.
     """
     if hasattr(model, "active_config") and hasattr(model, "largest_config"):
         # Its channel slicing is dynamic; the deployable network is a sub-network extracted from it.
@@ -153,8 +158,11 @@ def export_onnx(
             raise EdgeganError(f"unknown exporter {exporter!r}; choose torchscript or dynamo")
         if not dynamic:
             _make_static(tmp, [list(e.shape) for e in expected])
+        rewritten = _optimize(tmp) if optimize else None
     diff = onnx_parity(model, target, example) if check else None
-    return ExportResult(str(target), list(inputs[0].shape), out_names, opset, exporter, diff, output_dims(target))
+    return ExportResult(
+        str(target), list(inputs[0].shape), out_names, opset, exporter, diff, output_dims(target), rewritten
+    )
 
 
 def output_dims(path: str | Path) -> list[list[int | str]]:
@@ -186,30 +194,9 @@ def _make_static(path: Path, out_shapes: list[list[int]]) -> None:
     PyTorch produced and checked by ONNX shape inference. The parity check runs on the result.
     """
     import onnx
-    import onnxruntime as ort
 
-    # The dynamo exporter writes the weights to a file beside the model; fold them in (and remove that
-    # file below, only if it is named after this export's temporary file).
-    refs = onnx.load(str(path), load_external_data=False).graph.initializer
-    locations = {e.value for t in refs for e in t.external_data if e.key == "location"}
-    external = [path.parent / name for name in locations if Path(name).name.startswith(path.name)]
-    original = onnx.load(str(path))
-    with tempfile.TemporaryDirectory() as tmpdir:
-        folded = Path(tmpdir) / "folded.onnx"
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        opts.optimized_model_filepath = str(folded)
-        opts.log_severity_level = 3
-        ort.InferenceSession(original.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
-        proto = onnx.load(str(folded))
-    if any(n.domain not in ("", "ai.onnx") for n in proto.graph.node):  # pragma: no cover - not seen with ORT 1.x
-        proto = original
-    # ONNX Runtime lists every domain it knows; keep only those the nodes use.
-    used = {n.domain for n in proto.graph.node} | {""}
-    kept = [o for o in proto.opset_import if o.domain in used]
-    del proto.opset_import[:]
-    proto.opset_import.extend(kept)
-    del proto.graph.value_info[:]
+    external = _external_files(path)
+    proto = fold_constants(onnx.load(str(path)))
     for out, shape in zip(proto.graph.output, out_shapes, strict=True):
         out.type.tensor_type.ClearField("shape")
         for d in shape:
@@ -222,6 +209,28 @@ def _make_static(path: Path, out_shapes: list[list[int]]) -> None:
     dims = output_dims(path)
     if any(not isinstance(d, int) for shape in dims for d in shape):  # pragma: no cover - guarded by the above
         raise EdgeganError(f"static export left unknown output dims {dims}")
+
+
+def _external_files(path: Path) -> list[Path]:
+    """The dynamo exporter writes the weights to a file beside the model; those named after this export's
+    temporary file, to remove once the weights are folded into the model."""
+    import onnx
+
+    refs = onnx.load(str(path), load_external_data=False).graph.initializer
+    locations = {e.value for t in refs for e in t.external_data if e.key == "location"}
+    return [path.parent / name for name in locations if Path(name).name.startswith(path.name)]
+
+
+def _optimize(path: Path) -> list[str]:
+    """Rewrite the export at ``path`` with :func:`edgegan.export.optimize.optimize_model`, weights folded in."""
+    import onnx
+
+    external = _external_files(path)
+    proto, rewritten = optimize_model(onnx.load(str(path)))
+    onnx.save(proto, str(path))
+    for file in external:
+        file.unlink(missing_ok=True)
+    return rewritten
 
 
 @contextlib.contextmanager

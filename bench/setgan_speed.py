@@ -22,6 +22,7 @@ from rich.table import Table
 from edgegan.data.shared import shared_data
 from edgegan.fileio import atomic_write_json
 from edgegan.profile.machine import machine_info, machine_line
+from edgegan.runs import check_device
 from edgegan.setgan.config import SETGANConfig
 from edgegan.setgan.train import fit
 
@@ -35,7 +36,12 @@ def main() -> None:
     ap.add_argument("--nfc", type=int, default=32)
     ap.add_argument("--max-nfc", type=int, default=128)
     ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda, cuda:N, or several GPUs comma-separated (cuda:0,cuda:1): parallel scales go to them "
+        "round-robin (several worker processes may share one GPU); serial runs on the first",
+    )
     ap.add_argument("--paper", action="store_true", help="the paper's settings: 250 px, 2000 iterations")
     ap.add_argument("--out", type=Path, default=Path("bench/results/setgan_speed.json"))
     args = ap.parse_args()
@@ -46,6 +52,10 @@ def main() -> None:
         raise SystemExit("no image: pass --image or provide ../shared/data/singan/images/balloons.png")
     console = Console(width=120)
     cores = os.cpu_count() or 1
+    devices = [d.strip() for d in args.device.split(",") if d.strip()]
+    for d in devices:
+        check_device(d)
+    # One process per scale at most; on GPUs the workers share the devices round-robin.
     workers = args.workers or cores
     threads = torch.get_num_threads()
     results = {}
@@ -63,7 +73,7 @@ def main() -> None:
             )
             console.log(f"{mode}: training {image.name} ({args.max_size} px, {args.iters} iterations/scale)")
             kw = {"workers": workers} if mode == "parallel" else {"threads": threads}
-            run = fit(image, tmp / mode, cfg, devices=[args.device], **kw)
+            run = fit(image, tmp / mode, cfg, devices=devices if mode == "parallel" else devices[:1], **kw)
             n = run.spec().n_scales
             results[mode] = {
                 "total_s": run.training_sessions()[-1]["wall_seconds"],
@@ -88,7 +98,7 @@ def main() -> None:
             "iters": args.iters,
             "nfc": args.nfc,
             "max_nfc": args.max_nfc,
-            "device": args.device,
+            "devices": devices,
         },
         "workers": workers,
         "cores": cores,
@@ -101,7 +111,7 @@ def main() -> None:
         "ideal_definition": "serial total / max(longest parallel scale, sum of parallel scale times / workers); "
         "each scale time measured inside the mode that ran it (serial: one scale at a time with all threads; "
         "parallel: one thread per worker, workers running at once)",
-        "machine": machine_info(args.device),
+        "machine": machine_info(devices[0]),
     }
     atomic_write_json(args.out, summary)
 

@@ -133,6 +133,9 @@ def test_demo_runs_on_small_size(capsys, tmp_path):
         ["export", "resnet_generator", "--out", "x.onnx", "--quantize", "static"],
         ["export", "resnet_generator", "--out", "x.onnx", "--exporter", "magic"],
         ["export", "resnet_generator"],
+        ["setgan", "sample", "no_run", "--size", "400", "150"],  # sizes are N or HxW everywhere
+        ["setgan", "sample", "no_run", "--size", "wide"],
+        ["client", "sample", "JOB", "--size", "0x10"],
         ["nosuchcommand"],
     ],
 )

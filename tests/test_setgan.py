@@ -242,7 +242,7 @@ def test_cli_train_report_sample_apply(tmp_path, capsys):
     assert report["scales"][-1]["edp_norm"] == pytest.approx(1.0) and report["scales"][0]["energy_source"] == "estimate"
     for f in ("report.md", "tradeoff.png", "scales.png", "onnx/manifest.json"):
         assert (run / f).is_file(), f
-    assert main(["setgan", "sample", str(run), "--n", "2", "--size", "70", "30", "--out", str(tmp_path / "s")]) == 0
+    assert main(["setgan", "sample", str(run), "--n", "2", "--size", "30x70", "--out", str(tmp_path / "s")]) == 0
     assert Image.open(tmp_path / "s" / "sample_001.png").size == (70, 30)
     mask = np.zeros((32, 36), np.uint8)
     mask[5:15, 5:20] = 255

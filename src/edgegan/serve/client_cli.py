@@ -308,7 +308,9 @@ def sample_cmd(
     token: str | None = TOKEN,
     n: int = typer.Option(4, "--n", min=1, help="Number of samples."),
     scales: int | None = typer.Option(None, min=1, help="Use scales 0..k-1 only (default: all available)."),
-    size: tuple[int, int] | None = typer.Option(None, help="Output width and height, e.g. --size 400 150."),
+    size: str | None = typer.Option(
+        None, help="Output size N or HxW (height x width, as every edgegan command), e.g. --size 150x400."
+    ),
     scale_w: float = typer.Option(1.0, help="Width multiplier of the training size."),
     scale_h: float = typer.Option(1.0, help="Height multiplier of the training size."),
     out: Path | None = typer.Option(None, help="Folder for the PNGs (default ./samples_JOB)."),
@@ -318,11 +320,14 @@ def sample_cmd(
     cache_dir: Path | None = CACHE,
 ) -> None:
     """Download the available scales and render random samples locally with ONNX Runtime."""
-    if scale_w <= 0 or scale_h <= 0 or (size is not None and min(size) < 1):
-        raise ConfigError("sizes and scale factors must be positive")
+    from edgegan.cli import parse_size
+
+    hw = parse_size(size) if size is not None else None  # one-line ConfigError for a malformed size
+    if scale_w <= 0 or scale_h <= 0:
+        raise ConfigError("scale factors must be positive")
     if watch and scales is not None:
         raise ConfigError("--scales and --watch cannot be combined (--watch renders every scale as it arrives)")
-    render = {"n": n, "size": size, "scale_w": scale_w, "scale_h": scale_h, "seed": seed}
+    render = {"n": n, "size": (hw[1], hw[0]) if hw else None, "scale_w": scale_w, "scale_h": scale_h, "seed": seed}
     with make_client(server, token, cache_dir) as client:
         out = out or Path(f"samples_{client.job_dir(job).name}")
         if not watch:

@@ -156,7 +156,9 @@ def sample_cmd(
     run_dir: Path = typer.Argument(..., help="SETGAN run folder."),
     n: int = typer.Option(8, "--n", min=1, help="Number of samples."),
     scales: int | None = typer.Option(None, min=1, help="Use scales 0..k-1 only (default: all)."),
-    size: tuple[int, int] | None = typer.Option(None, help="Output width and height, e.g. --size 400 150."),
+    size: str | None = typer.Option(
+        None, help="Output size N or HxW (height x width, as every edgegan command), e.g. --size 150x400."
+    ),
     scale_w: float = typer.Option(1.0, help="Width multiplier of the training size."),
     scale_h: float = typer.Option(1.0, help="Height multiplier of the training size."),
     out: Path | None = typer.Option(None, help="Folder for the PNGs (default RUN/samples)."),
@@ -166,15 +168,17 @@ def sample_cmd(
     """Random samples of any size and aspect ratio."""
     import torch
 
+    from edgegan.cli import parse_size
     from edgegan.data.images import save_image
 
-    if scale_w <= 0 or scale_h <= 0 or (size is not None and min(size) < 1):
-        raise ConfigError("sizes and scale factors must be positive")
+    hw = parse_size(size) if size is not None else None  # one-line ConfigError for a malformed size
+    if scale_w <= 0 or scale_h <= 0:
+        raise ConfigError("scale factors must be positive")
     k = scales - 1 if scales is not None else None
     pyr, run = _pyramid(run_dir, backend, k)
     out = out or run.path / "samples"
     gen = torch.Generator().manual_seed(seed)
-    out_size = (size[1], size[0]) if size else None
+    out_size = hw
     images = pyr.sample(n, k, out_size=out_size, scale=(scale_h, scale_w), generator=gen)
     for j, img in enumerate(images):
         save_image(img, out / f"sample_{j:03d}.png")

@@ -56,6 +56,7 @@ from edgegan.metrics.reference import psnr, ssim  # noqa: E402
 from edgegan.profile import machine_info, machine_line  # noqa: E402
 from edgegan.profile.latency import onnx_latency_interleaved  # noqa: E402
 from edgegan.report import write_report  # noqa: E402
+from edgegan.report.curves import late_gain, read_curve  # noqa: E402
 from edgegan.ugc.data import make_split  # noqa: E402
 from edgegan.ugc.pipeline import preset as ugc_preset  # noqa: E402
 from edgegan.ugc.pipeline import run_ugc  # noqa: E402
@@ -143,8 +144,10 @@ def main() -> None:
     ap.add_argument(
         "--ugc-epochs-scale",
         type=float,
-        default=None,
-        help="also train a row ugc_x<S> with S times the preset's UGC epochs (a longer budget), at --long-at",
+        nargs="+",
+        default=[],
+        help="also train a row ugc_x<S> with S times the preset's UGC epochs (a longer budget), at --long-at; "
+        "several values, several rows",
     )
     ap.add_argument("--long-at", default="0.25", help="fractions that get the ugc_x<S> row")
     ap.add_argument("--ablations", default="0.25", help="fractions that also get the two ablation rows ('' for none)")
@@ -178,7 +181,7 @@ def main() -> None:
     def log(msg: str) -> None:
         console.log(f"[{time.perf_counter() - t0:6.0f} s] {msg}")
 
-    row_names = ROWS + ((f"ugc_x{args.ugc_epochs_scale:g}",) if args.ugc_epochs_scale else ())
+    row_names = ROWS + tuple(f"ugc_x{s:g}" for s in args.ugc_epochs_scale)
     trained: dict[str, dict[str, Path]] = {}
     runs: dict[str, dict[str, Any]] = {}
     missing: list[str] = []
@@ -191,8 +194,8 @@ def main() -> None:
         info: dict[str, Any] = {"labeled": len(split.labeled), "unlabeled": len(split.unlabeled)}
 
         variants: list[tuple[str, dict[str, Any], Path | None]] = [("ugc", {}, None)]
-        if args.ugc_epochs_scale and f in {float(v) for v in args.long_at.split(",") if v}:
-            variants.append((f"ugc_x{args.ugc_epochs_scale:g}", {"scale": args.ugc_epochs_scale}, None))
+        if f in {float(v) for v in args.long_at.split(",") if v}:
+            variants += [(f"ugc_x{s:g}", {"scale": s}, None) for s in args.ugc_epochs_scale]
         if f in ablations:
             variants += [
                 ("ugc_no_u_stage2", {"use_unlabeled_stage2": False}, root / "ugc" / "stage1"),
@@ -315,6 +318,15 @@ def main() -> None:
         if full_teacher is not None:
             claims["ugc_25pct_minus_full_teacher_psnr_db"] = r["ugc"]["psnr"] - full_teacher["psnr"]
             claims["ugc_25pct_matches_full_teacher"] = r["ugc"]["psnr"] >= full_teacher["psnr"] - 0.1
+        for s_ in args.ugc_epochs_scale:  # the longer budgets: does UGC close the gap with more epochs?
+            name = f"ugc_x{s_:g}"
+            if name in r:
+                claims[f"{name}_minus_gc_psnr_db_at_25pct"] = r[name]["psnr"] - r["gan_compression"]["psnr"]
+        for name in ("ugc", *(f"ugc_x{s_:g}" for s_ in args.ugc_epochs_scale)):
+            curve = read_curve(out / "f025" / name / "stage2", "val_psnr_student")
+            if curve:  # validation PSNR of the student over the last quarter of stage 2: still learning?
+                claims[f"{name}_stage2_val_psnr_last"] = curve[-1][1]
+                claims[f"{name}_stage2_late_gain_db"] = late_gain(curve)
     if editor_task:
         claims["min_trained_minus_identity_psnr_db"] = min(
             r["psnr"] - rows["identity"]["psnr"]

@@ -525,6 +525,15 @@ def test_pipeline_runs_resumes_and_exports_a_standalone_student(folders, tmp_pat
     assert {"keep_wide", "keep_deep", "od_a_wide", "val_psnr_student"} <= set(stage2_rows[-1])
     with pytest.raises(ConfigError, match="other settings"):
         run_ugc(a_dir, b_dir, out, preset("tiny", labeled_fraction=0.25))
+    # A run saved before the latency budget existed is the same run when the budget is off, not when it is on.
+    saved = json.loads((out / "ugc.json").read_text())
+    for key in ("budget_ms", "latency_threads", "latency_samples"):
+        del saved["config"][key]
+    (out / "ugc.json").write_text(json.dumps(saved))
+    again = run_ugc(a_dir, b_dir, out, cfg)
+    assert again["stages"]["export"]["model_dir"] == export["model_dir"]
+    with pytest.raises(ConfigError, match="budget_ms"):
+        run_ugc(a_dir, b_dir, out, preset("tiny", labeled_fraction=0.5, budget_ms=5.0))
 
 
 def test_stage2_ablation_reuses_stage1_and_skips_unlabelled(folders, tmp_path):

@@ -150,6 +150,9 @@ def _reusable_search(stage1_from: PathLike | None, cfg: UGCConfig) -> dict[str, 
     return {**done, "reused_from": str((source / "search").resolve())}
 
 
+_NEUTRAL_NEW_SETTINGS: dict[str, Any] = {"budget_ms": None, "latency_threads": 1, "latency_samples": 24}
+
+
 def run_ugc(
     a_dir: PathLike,
     b_dir: PathLike,
@@ -178,6 +181,11 @@ def run_ugc(
     record = {"a_dir": str(Path(a_dir).resolve()), "b_dir": str(Path(b_dir).resolve()), "config": cfg.to_dict()}
     if saved.is_file():
         old = json.loads(saved.read_text())
+        # Settings added later whose value here means exactly the old behaviour: a run saved without them
+        # is the same run (the latency budget is off unless budget_ms is set).
+        for key, neutral in _NEUTRAL_NEW_SETTINGS.items():
+            if key not in old.get("config", {}) and record["config"].get(key) == neutral:
+                old.setdefault("config", {})[key] = neutral
         if old != record:
             # A run saved before a setting existed is refused too: it was trained by other code (for example
             # its search ranked by PSNR), and continuing it would mix the two in one result.

@@ -42,7 +42,7 @@ def test_setgan_uses_singan_per_pixel_gradient_penalty(tmp_path, monkeypatch):
         return gradient_penalty(*args, **kwargs)
 
     monkeypatch.setattr(train_mod, "gradient_penalty", spy)
-    cfg = SETGANConfig(mode="parallel", **{**TINY, "iters": 1, "d_steps": 1, "g_steps": 1})
+    cfg = SETGANConfig(mode="parallel", parallel_inputs="real", **{**TINY, "iters": 1, "d_steps": 1, "g_steps": 1})
     real = _image(20, 24)
     data = train_mod.ScaleInputs(real=real, draw_prev=lambda: real, rec_prev=real, noise_amp=0.1)
     train_mod.train_scale(1, cfg, data, torch.zeros(1, 1, 20, 24), tmp_path / "scale")
@@ -70,7 +70,7 @@ def test_serial_trains_every_scale(serial_run):
 
 
 def test_parallel_trains_in_worker_processes(tmp_path):
-    cfg = SETGANConfig(mode="parallel", **TINY)
+    cfg = SETGANConfig(mode="parallel", parallel_inputs="real", **TINY)
     run = fit(_image(), tmp_path / "run", cfg, workers=2)
     assert run.done_scales() == [0, 1, 2]
     infos = [run.scale_info(i) for i in range(3)]
@@ -359,7 +359,7 @@ def test_config_validation():
 def test_torchrun_ranks_split_the_plan(tmp_path, monkeypatch):
     from edgegan.setgan.train import parallel_plan
 
-    cfg = SETGANConfig(mode="parallel", **TINY)
+    cfg = SETGANConfig(mode="parallel", parallel_inputs="real", **TINY)
     run = prepare_run(_image(), tmp_path / "run", cfg)
     monkeypatch.setenv("WORLD_SIZE", "2")
     shares = []
@@ -379,7 +379,9 @@ def test_serial_stop_early_once_threshold_met(tmp_path):
 def test_resume_refuses_other_settings(tmp_path):
     prepare_run(_image(), tmp_path / "run", SETGANConfig(mode="serial", **TINY))
     with pytest.raises(Exception, match="different settings: mode"):
-        prepare_run(_image(), tmp_path / "run", SETGANConfig(mode="parallel", **TINY), resume=True)
+        prepare_run(
+            _image(), tmp_path / "run", SETGANConfig(mode="parallel", parallel_inputs="real", **TINY), resume=True
+        )
     # Bookkeeping-only settings may change.
     changed = SETGANConfig(mode="serial", **{**TINY, "ckpt_every": 7, "quality_draws": 9})
     run = prepare_run(_image(), tmp_path / "run", changed, resume=True)
@@ -404,7 +406,9 @@ def test_parallel_shuffle_refines_rearranged_real_inputs(tmp_path):
     run = fit(_image(), tmp_path / "run", cfg, workers=1)
     assert run.done_scales() == [0, 1, 2] and {run.scale_info(i)["mode"] for i in range(3)} == {"parallel-shuffle"}
     data = train_mod._parallel_inputs(run, 1, cfg)
-    real_prev = train_mod._parallel_inputs(run, 1, SETGANConfig(mode="parallel", **TINY)).rec_prev
+    real_prev = train_mod._parallel_inputs(
+        run, 1, SETGANConfig(mode="parallel", parallel_inputs="real", **TINY)
+    ).rec_prev
     assert torch.equal(data.rec_prev, real_prev)  # reconstruction keeps the real coarser image
     torch.manual_seed(3)
     draws = [data.draw_prev() for _ in range(4)]
@@ -422,7 +426,9 @@ def test_parallel_scales_learn_to_reconstruct_and_refine_a_texture(tmp_path):
     y, x = torch.meshgrid(torch.linspace(0, 1, 28), torch.linspace(0, 1, 32), indexing="ij")
     texture = torch.stack([torch.sin(40 * x) * torch.cos(13 * y), torch.cos(31 * y + 5 * x), torch.sin(23 * (x + y))])
     image = texture[None].clamp(-1, 1) * 0.8
-    cfg = SETGANConfig(max_size=32, min_size=16, nfc=8, max_nfc=8, iters=100, mode="parallel", ckpt_every=1000)
+    cfg = SETGANConfig(
+        max_size=32, min_size=16, nfc=8, max_nfc=8, iters=100, mode="parallel", parallel_inputs="real", ckpt_every=1000
+    )
     run = fit(image, tmp_path / "run", cfg, workers=1)
     pyr, (reals, _) = run.load_pyramid(), run.load_reals()
 

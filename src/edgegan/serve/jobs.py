@@ -72,6 +72,9 @@ def _run(store: JobStore, folder: Path, job_id: str, threads: int, workers: int)
         nfc=opts["nfc"],
         max_nfc=opts["max_nfc"],
         ckpt_every=max(1, min(250, opts["iters"] // 4 or 1)),
+        # The paper's client-server mode ships each scale as soon as it is trained; "refresh" would hold every
+        # scale back until the barrier half-way, so the server trains parallel scales on the real image.
+        parallel_inputs="real",
     )
     run = prepare_run(folder / "input.png", folder / "run", cfg, resume=True)
     n_scales = run.spec().n_scales

@@ -72,7 +72,9 @@ def train_cmd(
     out: Path = typer.Option(..., "--out", help="Run folder."),
     mode: str = typer.Option("parallel", help="parallel (SETGAN) or serial (SinGAN)."),
     parallel_inputs: str = typer.Option(
-        "real", help="parallel: real (the paper: every scale refines the real coarser image), refresh or shuffle."
+        "real",
+        help="parallel: real (the paper: always the real coarser image; best for apply), refresh (then, after a "
+        "barrier, the coarser scales' own samples: random samples keep the layout, blurred) or shuffle.",
     ),
     refresh_at: float = typer.Option(0.5, help="refresh: fraction of iterations on the real coarser image."),
     quality: float | None = typer.Option(None, help="SSIM threshold T: report the fewest scales reaching it."),

@@ -36,7 +36,8 @@ from edgegan.setgan.train import fit
 
 _REDUCED: dict[str, Any] = {"min_size": 20, "nfc": 32, "max_nfc": 32, "iters": 300, "ckpt_every": 100}
 DEMO_CONFIG = SETGANConfig(max_size=96, mode="serial", warm_start=False, **_REDUCED)
-HARMONIZE_CONFIG = SETGANConfig(max_size=80, mode="parallel", **_REDUCED)
+# Harmonization feeds the real image in at one scale, what "real" parallel scales are trained on.
+HARMONIZE_CONFIG = SETGANConfig(max_size=80, mode="parallel", parallel_inputs="real", **_REDUCED)
 DEMO_QUALITY = 0.6
 SAMPLE_IMAGE = "balloons.png"
 HARMONIZE_IMAGE = "starry_night.png"

@@ -277,6 +277,13 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--teacher-only", action="store_true", help="train and report the teacher alone")
+    ap.add_argument(
+        "--epochs-scale",
+        type=float,
+        default=1.0,
+        help="multiply the distillation and fine-tune epochs (constant and decay; scratch follows fine-tune), "
+        "for a longer budget; use a new --out",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -286,6 +293,10 @@ def main() -> None:
     out: Path = args.out or Path("bench/results") / ("gan_compression" + (f"_{args.task}" if editor_task else ""))
     dirs = task_data(_data_dirs(args.data), args.task, out / "data")
     cfg = preset(args.preset).with_direction("AtoB" if editor_task else DIRECTION)
+    if args.epochs_scale != 1.0:
+        for stage in (cfg.distill, cfg.finetune):
+            stage.epochs = max(1, round(stage.epochs * args.epochs_scale))
+            stage.decay_epochs = max(0, round(stage.decay_epochs * args.epochs_scale))
     if args.teacher_only:
         _teacher_only(args, dirs, cfg, out, console)
         return
@@ -342,6 +353,7 @@ def main() -> None:
     results = {
         "task": args.task,
         "preset": args.preset,
+        "epochs_scale": args.epochs_scale,
         "direction": cfg.direction,
         "data": str(dirs["A_train"].parent.parent),
         "profile_size": PROFILE_SIZE,

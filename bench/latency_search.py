@@ -122,6 +122,8 @@ def main() -> None:
     if args.quick:
         args.size, args.samples, args.rounds, args.test_limit = 64, 8, 2, 8
     pipe = args.run / "pipeline"
+    if not (pipe / "search" / "search.json").is_file() or not (pipe / "supernet" / "supernet").is_dir():
+        raise SystemExit(f"{args.run} holds no finished GAN Compression run: run bench/gan_compression.py --task cool")
     summary = json.loads((pipe / "search" / "search.json").read_text())
     cfg = preset(args.preset)
     net = edgegan.load(pipe / "supernet" / "supernet").eval()

@@ -1,4 +1,4 @@
-"""``edgegan teacher``: train the full-size pix2pix / CycleGAN generators that compression starts from."""
+"""``edgegan train pix2pix`` and ``edgegan train cyclegan``: the full-size teachers that compression starts from."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from torch import nn
 from edgegan.compress.evolution import EvolutionResult
 from edgegan.profile.latency_model import LatencyModel, fit_latency_model
 
-__all__ = ["check_winner", "fit_family", "latency_record", "sample_configs"]
+__all__ = ["check_winner", "fit_family", "latency_record", "predicted_us", "sample_configs", "settle"]
 
 Config = tuple[int, ...]
 
@@ -113,3 +113,27 @@ def latency_record(model: LatencyModel, budget_ms: float, check: dict[str, Any])
         "model_error": model.error,
         **check,
     }
+
+
+def predicted_us(model: LatencyModel, features: Callable[[Config], dict[str, float]]) -> Callable[[Config], int]:
+    """A search's cost: the latency ``model`` predicts from ``features(config)``, in integer microseconds
+    (evolve compares integer costs)."""
+    return lambda config: max(0, round(1000 * model.predict(features(config))))
+
+
+def settle(
+    result: EvolutionResult,
+    model: LatencyModel,
+    build: Callable[[Config], nn.Module],
+    budget_ms: float,
+    macs: Callable[[Config], int],
+    timer: Callable[[nn.Module], float],
+    *,
+    top: int = 5,
+) -> None:
+    """Finish a search run with :func:`predicted_us` as its cost: each history entry gets ``predicted_ms`` and its
+    real ``macs``, the winner is measured directly (:func:`check_winner`) and ``result.latency`` is recorded."""
+    for entry in result.history:
+        entry["predicted_ms"] = entry["macs"] / 1000
+        entry["macs"] = macs(tuple(entry["config"]))
+    result.latency = latency_record(model, budget_ms, check_winner(result, build, budget_ms, timer, top=top))

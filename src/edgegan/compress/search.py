@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from edgegan.compress.distill import LOWER_IS_BETTER, METRICS, Scorer, check_metric
 from edgegan.compress.evolution import EvolutionResult, evolve
-from edgegan.compress.latency_budget import check_winner, fit_family, latency_record
+from edgegan.compress.latency_budget import fit_family, predicted_us, settle
 from edgegan.compress.supernet import extract_subnet
 from edgegan.errors import ConfigError
 from edgegan.models.mobile_supernet import MobileResnetSupernet
@@ -326,7 +326,7 @@ def search(
     here by :func:`supernet_latency_model` when not given; it must match ``cfg.size`` and
     ``cfg.latency_threads``); each history entry also has ``predicted_ms``, and ``result.latency`` holds the
     model's fit, its error against direct measurement and the winner's check
-    (:func:`~edgegan.compress.latency_budget.check_winner`).
+    (:func:`~edgegan.compress.latency_budget.settle`).
     ``measure`` replaces ONNX Runtime timing (tests).
     """
     if not isinstance(supernet, MobileResnetSupernet):
@@ -366,11 +366,7 @@ def search(
                 measure=measure,
             )
         latency_model.check_matches((cfg.size, cfg.size), cfg.latency_threads)
-        lm = latency_model
-
-        def cost(config: Config) -> int:  # integer microseconds: evolve compares integer costs
-            return max(0, round(1000 * lm.predict(subnet_features(supernet, config, cfg.size))))
-
+        cost = predicted_us(latency_model, lambda config: subnet_features(supernet, config, cfg.size))
         budget, cost_name = round(1000 * cfg.budget_ms), "predicted-latency (µs)"
 
     result = evolve(
@@ -389,17 +385,13 @@ def search(
     )
     for entry in result.history:  # PSNR stays in the report, next to the metric that ranked
         entry.update(seen[tuple(entry["config"])])
-        if cfg.budget_ms is not None:
-            entry["predicted_ms"] = entry["macs"] / 1000
-            entry["macs"] = subnet_macs(supernet, entry["config"], cfg.size)
-    result.latency = None
     if cfg.budget_ms is not None:
         assert latency_model is not None
         timer = measure or (
             lambda m: measure_onnx_ms(m, cfg.size, threads=cfg.latency_threads, in_channels=supernet.config.input_nc)
         )
-        check = check_winner(result, lambda c: _subnet(supernet, c), cfg.budget_ms, timer, top=cfg.verify_top)
-        result.latency = latency_record(latency_model, cfg.budget_ms, check)
+        macs = lambda config: subnet_macs(supernet, config, cfg.size)  # noqa: E731
+        settle(result, latency_model, lambda c: _subnet(supernet, c), cfg.budget_ms, macs, timer, top=cfg.verify_top)
     return result
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from edgegan.compress.evolution import EvolutionResult, evolve
-from edgegan.compress.latency_budget import check_winner, fit_family, latency_record
+from edgegan.compress.latency_budget import fit_family, predicted_us, settle
 from edgegan.errors import ConfigError
 from edgegan.models import DepthWidthSupernet
 from edgegan.models.depth_width import N_WIDTH_GENES
@@ -142,14 +142,14 @@ def _student(
     )
     features: dict[tuple[int, ...], dict[str, float]] = {}
 
-    def cost(g: tuple[int, ...]) -> int:  # integer microseconds: evolve compares integer costs
+    def features_of(g: tuple[int, ...]) -> dict[str, float]:
         if g not in features:
             features[g] = cost_features(build(g), size, channels)
-        return max(0, round(1000 * model.predict(features[g])))
+        return features[g]
 
     result = evolve(
         genes,
-        cost,
+        predicted_us(model, features_of),
         score,
         round(1000 * cfg.budget_ms),
         population=cfg.population,
@@ -160,12 +160,8 @@ def _student(
         progress=progress,
         cost_name="predicted-latency (µs)",
     )
-    for entry in result.history:
-        entry["predicted_ms"] = entry["macs"] / 1000
-        entry["macs"] = subnet_macs(supernet, entry["config"], size)
     timer = measure or (lambda m: measure_onnx_ms(m, size, threads=threads, in_channels=channels))
-    check = check_winner(result, build, cfg.budget_ms, timer)
-    result.latency = latency_record(model, cfg.budget_ms, check)
+    settle(result, model, build, cfg.budget_ms, lambda g: subnet_macs(supernet, g, size), timer)
     return result
 
 

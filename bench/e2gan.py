@@ -12,7 +12,8 @@ Usage: python bench/e2gan.py [--preset cpu|gpu|tiny] [--data DIR] [--out bench/r
    over is the concept the LoRA rank search runs on (ranks searched on a concept the base has not seen,
    then reused for the held-out ones, as in the paper).
 4. For each held-out concept, each for the same number of epochs on the same pairs:
-   (a) LoRA on the crucial layers (sampling layers + transformer block) with the searched ranks,
+   (a) LoRA on the crucial layers (sampling layers, transformer block, first and last convs) with the ranks
+   searched under a storage budget (``max_params``: 2 % of the model's parameters),
    (b) full fine-tuning of the base, (c) pix2pix ResNet-9 from scratch (same width, same GAN + L1 loss),
    and (d) LoRA on N pairs chosen by K-means over the base model's un-normalised stem features vs N random pairs,
    for as many epochs as (a), so in a fraction of its time, repeated over seeds.
@@ -71,6 +72,8 @@ PROFILE_SIZE = 256
 GRID_IMAGES = 6
 QUALITY_DB = 0.5  # "reaches the quality of": within this many dB
 SELECT_DB = 0.1  # K-means vs random: differences this small are a tie (seed-to-seed noise is larger)
+# Full fine-tuning's test PSNR in the run before the generator and schedule were fixed (issue 14), cpu preset
+PREVIOUS_FULL = {"cartoon": 14.41, "pencil": 11.58, "cool": 19.13}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # 2-core CPU: about an hour at 1 thread. 64 px, base width 32 (the paper's is 64 at 256 px). Epochs are
@@ -80,7 +83,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ngf": 32,
         "heads": 8,
         "batch": 4,
-        "train_facades": 64,
+        # 150 photos: with 64, full fine-tuning fitted its pairs 2-7 dB better than the held-out images
+        # (pencil: +0.9 dB on the held-out images with 264)
+        "train_facades": 150,
         "eval_facades": 24,
         "crops": 4,
         "base_concepts": 5,
@@ -88,6 +93,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs": [6, 6],
         "rank_epochs": [3, 3],
         "max_rank": 8,
+        "max_params": 0.02,
         "select_n": 16,
         "select_concepts": ["cartoon"],
         "lr_concepts": ["cool"],
@@ -111,6 +117,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs": [15, 15],
         "rank_epochs": [5, 5],
         "max_rank": 64,
+        "max_params": 0.02,
         "select_n": 64,
         "select_concepts": list(HELD_OUT),
         "lr_concepts": list(HELD_OUT),
@@ -134,6 +141,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs": [1, 0],
         "rank_epochs": [1, 0],
         "max_rank": 2,
+        "max_params": 0.5,
         "select_n": 4,
         "select_concepts": ["cartoon"],
         "lr_concepts": ["cool"],
@@ -338,6 +346,7 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--weights", type=Path, default=None, help="folder or file with the FID Inception weights")
+    ap.add_argument("--stop-after", choices=("pairs", "base"), default=None, help="stop once this stage is saved")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -357,6 +366,8 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
     make_pairs(images["train"], concepts, pairs_train, size=p["size"])
     make_pairs(images["eval"], {c: concepts[c] for c in HELD_OUT}, pairs_eval, size=p["size"])
 
+    if args.stop_after == "pairs":
+        return
     candidates = [c for c in CLASSICAL if c not in HELD_OUT]
     choice = _done(work / "base_concepts.json")
     if choice is None:
@@ -386,11 +397,21 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
         base_cfg = dataclasses.replace(cfg, epochs=p["base_epochs"][0], epochs_decay=p["base_epochs"][1])
         base_sum = pretrain(pairs_train, base_concepts, work / "base", base_cfg, encoder, resume=True, **dev)
     base_dir = work / "base" / "base"
+    if args.stop_after == "base":
+        return
 
     rank_cfg = dataclasses.replace(cfg, epochs=p["rank_epochs"][0], epochs_decay=p["rank_epochs"][1])
     console.log(f"LoRA rank search on {search_concepts}: fresh adapters at ranks 1, 2, 4, ... ({p['rank_epochs']})")
     ranks_rec = rank_search(
-        base_dir, pairs_train, search_concepts, work / "ranks", rank_cfg, encoder, max_rank=p["max_rank"], **dev
+        base_dir,
+        pairs_train,
+        search_concepts,
+        work / "ranks",
+        rank_cfg,
+        encoder,
+        max_rank=p["max_rank"],
+        max_params=p["max_params"],
+        **dev,
     )  # resumable: finished ranks are read back
     ranks = {k: int(v) for k, v in ranks_rec["ranks"].items()}
 
@@ -527,6 +548,9 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
         "lora_minus_full_psnr_db": lo["psnr"] - fu["psnr"],
         "lora_minus_pix2pix_psnr_db": lo["psnr"] - px["psnr"],
         "lora_reaches_full": lo["psnr"] >= fu["psnr"] - QUALITY_DB,
+        "full_gain_over_previous_db": {
+            c: summary_rows["full"]["psnr_per_concept"][c] - PREVIOUS_FULL[c] for c in HELD_OUT if c in PREVIOUS_FULL
+        },
         "lora_reaches_pix2pix": lo["psnr"] >= px["psnr"] - QUALITY_DB,
         "lora_train_time_fraction_of_full": lo["train_seconds"] / fu["train_seconds"],
         "lora_train_time_fraction_of_pix2pix": lo["train_seconds"] / px["train_seconds"],
@@ -640,6 +664,12 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
         f"LoRA trains {100 * claim['lora_trainable_fraction_of_full']:.2f}% of the parameters of full fine-tuning, "
         f"in {100 * claim['lora_train_time_fraction_of_full']:.0f}% of its time "
         f"({100 * claim['lora_train_time_fraction_of_pix2pix']:.0f}% of pix2pix's)",
+        "full fine-tune vs the run before the fixes (need +3 dB): "
+        + ", ".join(
+            f"{c} {PREVIOUS_FULL[c]:.2f} -> {summary_rows['full']['psnr_per_concept'][c]:.2f} ({g:+.2f} dB, "
+            f"{_holds(g >= 3.0)})"
+            for c, g in claim["full_gain_over_previous_db"].items()
+        ),
         f"claim: LoRA reaches full fine-tuning (within {QUALITY_DB} dB): {claim['lora_minus_full_psnr_db']:+.2f} dB "
         f"({'holds' if claim['lora_reaches_full'] else 'does not hold'}); reaches pix2pix from scratch: "
         f"{claim['lora_minus_pix2pix_psnr_db']:+.2f} dB ({_holds(claim['lora_reaches_pix2pix'])})",

@@ -278,6 +278,28 @@ def test_rank_search_trains_fresh_adapters_per_rank_and_measures_noise(pairs, ba
     assert not (out / "cool" / "rank8-seed0").exists() and set(stop["ranks"].values()) == {1}
 
 
+def test_rank_search_keeps_the_adapter_within_its_parameter_budget(pairs, base, tmp_path):
+    from edgegan.e2gan.train import _adapter_params, crucial_layer_names, rank_search
+    from edgegan.nn.lora import lora_rank_cap
+
+    model = edgegan.load(base["base"])
+    names = crucial_layer_names(model)
+    caps = {n: lora_rank_cap(model.get_submodule(n)) for n in names}
+    total = sum(p.numel() for p in model.parameters())
+    r1, r2 = _adapter_params(model, names, caps, 1), _adapter_params(model, names, caps, 2)
+    assert 0 < r1 < r2 < total
+    cfg = E2GANTrainConfig(**TINY, epochs=1, epochs_decay=0)
+    enc = TinyTextEncoder(dim=12)
+    # A budget between rank 1 and rank 2: no doubling is tried, whatever the PSNR says.
+    budget = (r1 + r2) / 2 / total
+    rec = rank_search(base["base"], pairs, ["cool"], tmp_path / "rs", cfg, enc, max_params=budget, min_margin_db=0)
+    assert [t["rank"] for t in rec["concepts"]["cool"]["trail"]] == [1] and set(rec["ranks"].values()) == {1}
+    assert rec["adapter_params"] == r1 == rec["concepts"]["cool"]["trail"][0]["trainable"]  # what really trained
+    assert rec["model_params"] == total and rec["max_params"] == budget
+    with pytest.raises(ConfigError, match="over the budget"):
+        rank_search(base["base"], pairs, ["cool"], tmp_path / "rs2", cfg, enc, max_params=0.5 * r1 / total)
+
+
 def test_only_lora_parameters_change_during_finetuning(pairs, base, tmp_path):
     from edgegan.e2gan.train import build_discriminator, crucial_layer_names, train_loop
     from edgegan.nn.lora import add_lora, set_lora_trainable
@@ -415,8 +437,9 @@ def test_cli_end_to_end(images, tmp_path, capsys):
     ls = [*e, "layer-study", *b_p, "--out", str(tmp_path / "ls"), *short, "--batch-size", "2", *common]
     assert main([*ls, "--select-by", "ssim", "--device", "cpu"]) == 0
     study = json.loads((tmp_path / "ls" / "layer_study.json").read_text())["rows"]
-    assert set(study) == {"none", "sampling", "transformer", "residual"}
-    assert all(study[k]["trainable"] < study["none"]["trainable"] for k in ("sampling", "transformer", "residual"))
+    assert set(study) == {"none", "sampling", "transformer", "residual", "io"}
+    parts = ("sampling", "transformer", "residual", "io")
+    assert all(study[k]["trainable"] < study["none"]["trainable"] for k in parts)
     assert main([*ls, "--select-by", "ssim", "--resume"]) == 0  # every part done: nothing trains again
     assert json.loads((tmp_path / "ls" / "layer_study.json").read_text())["rows"] == study
     info = json.loads((tmp_path / "f" / "adapter" / "adapter.json").read_text())

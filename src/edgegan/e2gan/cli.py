@@ -95,7 +95,7 @@ def _picked(s: dict[str, Any]) -> str:
 EPOCHS_HELP = "Epochs at the learning rate (pix2pix's n_epochs)."
 DECAY_HELP = "Epochs after --epochs with the learning rate falling linearly to 0 (pix2pix's n_epochs_decay)."
 LR_HELP = "Learning rate of the generator's full weights and the discriminator (default 2e-4)."
-LORA_LR_HELP = "Learning rate of the LoRA adapters (default 1e-3)."
+LORA_LR_HELP = "Learning rate of the LoRA adapters (default 3e-3)."
 SELECT_BY_HELP = "Model to keep: the last epoch's (pix2pix), or the best on the validation pairs by psnr or ssim."
 DEVICE_HELP = "cpu or cuda[:N]."
 
@@ -332,6 +332,9 @@ def rank_search_cmd(
     concept: list[str] = typer.Option(..., "--concept", help="Sampled concept (repeatable)."),
     out: Path = typer.Option(..., "--out"),
     max_rank: int | None = typer.Option(None, "--max-rank"),
+    max_params: float | None = typer.Option(
+        None, "--max-params", help="Storage budget: the adapter's parameters as a fraction of the model's (0.02: 2%)."
+    ),
     min_margin: float = typer.Option(
         0.05, "--min-margin", help="dB floor of the margin (rank-1 seed-to-seed PSNR noise) a larger rank must beat."
     ),
@@ -370,6 +373,7 @@ def rank_search_cmd(
         cfg,
         enc,
         max_rank=max_rank,
+        max_params=max_params,
         min_margin_db=min_margin,
         device=device,
         progress=lambda msg: console.print(f"training {msg} ({_plural(cfg.total_epochs, 'epoch')})"),
@@ -380,7 +384,8 @@ def rank_search_cmd(
             f"{name}: rank {c['rank']} (seed noise {c['noise_db']:.3f} dB, margin {c['margin_db']:.3f} dB; "
             f"val PSNR by rank {by_rank})"
         )
-    t = Table(title="searched LoRA ranks")
+    share = 100 * rec["adapter_params"] / rec["model_params"]
+    t = Table(title=f"searched LoRA ranks: {rec['adapter_params']:,} parameters ({share:.1f}% of the model)")
     t.add_column("layer")
     t.add_column("rank", justify="right")
     for name, r in rec["ranks"].items():
@@ -407,7 +412,8 @@ def layer_study_cmd(
     resume: bool = typer.Option(False, "--resume"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Freeze each part (sampling layers, transformer block, residual blocks) in turn; report quality and size."""
+    """Freeze each part (sampling layers, transformer block, residual blocks, first and last convs) in turn;
+    report quality and size."""
     import edgegan
     from edgegan.e2gan.train import layer_study
 

@@ -251,7 +251,9 @@ class E2GANGenerator(EdgeModel):
         sampling = sorted(n for n in names if n.startswith(("down.", "up.", "up_film.", "skip_film.")))
         transformer = sorted(n for n in names if n.startswith("transformer."))
         blocks = sorted(n for n in names if n.startswith("blocks."))
-        return {"sampling": sampling, "transformer": transformer, "residual": blocks}
+        # the first and last convs: the only full-resolution layers, where a concept's colour map is applied
+        io = sorted(n for n in names if n.startswith(("stem.", "head.")))
+        return {"sampling": sampling, "transformer": transformer, "residual": blocks, "io": io}
 
     def example_input(self, size: int | tuple[int, int] = 256, batch: int = 1) -> Any:
         h, w = (size, size) if isinstance(size, int) else size

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgegan import __version__
+from edgegan.cli_options import parse_options, parse_size  # other CLIs import these two from here too
 from edgegan.errors import ConfigError, EdgeganError
 
 app = typer.Typer(
@@ -37,34 +38,6 @@ OPTION_HELP = "Architecture option key=value (repeatable), e.g. -o ngf=32 -o cha
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def parse_options(pairs: list[str]) -> dict[str, str]:
-    """Turn ``["ngf=32", "n_blocks=6"]`` into a dict; reject malformed or repeated keys."""
-    out: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"option {pair!r} must look like key=value")
-        if key in out:
-            raise ConfigError(f"option {key!r} given twice")
-        out[key] = value.strip()
-    return out
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``256`` or ``256x192`` (height x width)."""
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        dims = [int(p) for p in parts]
-    except ValueError:
-        raise ConfigError(f"size must be N or HxW, got {text!r}") from None
-    if len(dims) == 1:
-        dims = dims * 2
-    if len(dims) != 2 or min(dims) < 1:
-        raise ConfigError(f"size must be N or HxW with positive numbers, got {text!r}")
-    return dims[0], dims[1]
 
 
 def resolve_model(target: str, options: dict[str, str]) -> Any:

@@ -32,19 +32,18 @@ when the active sub-network is narrower; the saved students are then the extract
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from edgegan.compress.distributed import (
     all_reduce_mean,
@@ -57,30 +56,47 @@ from edgegan.compress.distributed import (
     run_on_main,
     wrap_ddp,
 )
+from edgegan.compress.recipe_parts import (
+    Progress,
+    check_generator,
+    count_params,
+    describe,
+    json_safe,
+    load_from_folders,
+    make_discriminator,
+    make_optimizers,
+    split_train_val,
+    to01,
+)  # json_safe is also imported from here by compress/pipeline.py and ugc/pipeline.py
 from edgegan.compress.supernet import extract_subnet
-from edgegan.data.datasets import DIRECTIONS, PairedDataset, UnpairedDataset, split_validation, subset
+from edgegan.data.datasets import DIRECTIONS
 from edgegan.errors import ConfigError
 from edgegan.fileio import atomic_write_json
 from edgegan.losses import GANLoss
 from edgegan.metrics.reference import psnr
 from edgegan.metrics.ssim import ssim
-from edgegan.models.discriminators import PatchDiscriminator
 from edgegan.models.mobile_resnet import MobileResnetGenerator
 from edgegan.models.mobile_supernet import MobileResnetSupernet
 from edgegan.nn.dynamic import load_leading_slices
 from edgegan.nn.layers import init_gan_weights
-from edgegan.registry import EdgeModel, load
+from edgegan.registry import EdgeModel
 from edgegan.runs import RunDir, check_finite, load_checkpoint, save_checkpoint, set_seed
 from edgegan.weights import available
 
+if TYPE_CHECKING:
+    from edgegan.compress.supernet_train import SupernetConfig
+
 __all__ = [
+    "LOWER_IS_BETTER",
     "METRICS",
+    "METRIC_WEIGHTS",
     "SELECT_BY",
     "DistillConfig",
     "DistillMapper",
     "Scorer",
     "better",
     "check_metric",
+    "check_training_fields",
     "distill",
     "distill_from_folders",
     "distill_layers",
@@ -90,9 +106,6 @@ __all__ = [
     "make_targets",
     "parse_channels",
 ]
-
-Progress = Callable[[int, int, int], None]
-"""``progress(epoch, batches_done, batches_per_epoch)``; epochs count from 1."""
 
 GAN_MODES = ("vanilla", "lsgan", "hinge", "wgangp")
 PROBE_SIZE = 32  # spatial size of the dummy input used to read feature widths
@@ -153,7 +166,7 @@ class DistillConfig:
     n_blocks: int | None = None
     # λ_recon 100, λ_distill 1: GAN Compression's Table 5 for pix2pix on edges→shoes and cityscapes, and
     # the reference's defaults (distillers/base_resnet_distiller.py). Table 5 has 10 / 0.01 for
-    # map→aerial photo and CycleGAN; set them per task. Supernet training and fine-tuning inherit these.
+    # map→aerial photo and CycleGAN; set them per task. SupernetConfig and fine-tuning use the same defaults.
     lambda_recon: float = 100.0
     lambda_distill: float = 1.0
     gan_mode: str = "hinge"
@@ -178,41 +191,7 @@ class DistillConfig:
         check_metric(self.select_by, "select_by", SELECT_BY)
         if self.student_init not in STUDENT_INITS:
             raise ConfigError(f"student_init must be one of {', '.join(STUDENT_INITS)}, got {self.student_init!r}")
-        if self.n_blocks is not None and (isinstance(self.n_blocks, bool) or self.n_blocks < 0):
-            raise ConfigError(f"n_blocks must be >= 0 or None, got {self.n_blocks!r}")
-        for name in ("lambda_recon", "lambda_distill"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.gan_mode not in GAN_MODES:
-            raise ConfigError(f"gan_mode must be one of {', '.join(GAN_MODES)}, got {self.gan_mode!r}")
-        if self.gan_mode == "wgangp":
-            raise ConfigError("gan_mode wgangp needs a gradient penalty this recipe does not add; use hinge or lsgan")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr must be positive, got {self.lr!r}")
-        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ConfigError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
-        for name in ("epochs", "decay_epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
-        if self.total_epochs < 1:
-            raise ConfigError("epochs + decay_epochs must be at least 1")
-        for name in ("batch_size", "crop_size", "ndf", "d_layers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if self.crop_size % 4:
-            raise ConfigError(f"crop_size must be a multiple of 4 (two stride-2 downs), got {self.crop_size}")
-        if self.load_size is not None and self.load_size < self.crop_size:
-            raise ConfigError(f"load_size ({self.load_size}) must not be smaller than crop_size ({self.crop_size})")
-        if self.direction not in DIRECTIONS:
-            raise ConfigError(f"direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        check_training_fields(self)
 
     @property
     def total_epochs(self) -> int:
@@ -231,6 +210,46 @@ class DistillConfig:
         d["channels"] = self.channels_str
         d["betas"] = list(self.betas)
         return d
+
+
+def check_training_fields(cfg: DistillConfig | SupernetConfig) -> None:
+    """The checks :class:`DistillConfig` and :class:`~edgegan.compress.supernet_train.SupernetConfig` share (their
+    training fields, ``n_blocks`` to ``seed``); ConfigError on the first bad one. Also turns ``betas`` into a tuple."""
+    if cfg.n_blocks is not None and (isinstance(cfg.n_blocks, bool) or cfg.n_blocks < 0):
+        raise ConfigError(f"n_blocks must be >= 0 or None, got {cfg.n_blocks!r}")
+    for name in ("lambda_recon", "lambda_distill"):
+        value = getattr(cfg, name)
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+    if cfg.gan_mode not in GAN_MODES:
+        raise ConfigError(f"gan_mode must be one of {', '.join(GAN_MODES)}, got {cfg.gan_mode!r}")
+    if cfg.gan_mode == "wgangp":
+        raise ConfigError("gan_mode wgangp needs a gradient penalty this recipe does not add; use hinge or lsgan")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise ConfigError(f"lr must be positive, got {cfg.lr!r}")
+    cfg.betas = tuple(float(b) for b in cfg.betas)  # type: ignore[assignment]
+    if len(cfg.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.betas):
+        raise ConfigError(f"betas must be two numbers in [0, 1), got {cfg.betas!r}")
+    for name in ("epochs", "decay_epochs"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+    if cfg.total_epochs < 1:
+        raise ConfigError("epochs + decay_epochs must be at least 1")
+    for name in ("batch_size", "crop_size", "ndf", "d_layers"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if cfg.crop_size % 4:
+        raise ConfigError(f"crop_size must be a multiple of 4 (two stride-2 downs), got {cfg.crop_size}")
+    if cfg.load_size is not None and cfg.load_size < cfg.crop_size:
+        raise ConfigError(f"load_size ({cfg.load_size}) must not be smaller than crop_size ({cfg.crop_size})")
+    if cfg.direction not in DIRECTIONS:
+        raise ConfigError(f"direction must be one of {', '.join(DIRECTIONS)}, got {cfg.direction!r}")
+    if not 0.0 <= cfg.val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {cfg.val_fraction!r}")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {cfg.seed!r}")
 
 
 # ------------------------------------------------------------------------ validation metrics
@@ -310,14 +329,6 @@ class Scorer:
 
 
 # ----------------------------------------------------------------------- distillation layers
-
-
-def check_generator(model: nn.Module, role: str) -> None:
-    if not callable(getattr(model, "distill_feature_names", None)):
-        raise ConfigError(
-            f"the {role} is a {type(model).__name__}, which exposes no distillation features; "
-            "use a resnet_generator, mobile_resnet_generator or mobile_resnet_supernet"
-        )
 
 
 def distill_layers(teacher: nn.Module, student: nn.Module) -> list[str]:
@@ -513,34 +524,6 @@ def make_targets(batch: Mapping[str, Any], teacher_out: torch.Tensor, paired: bo
     return target
 
 
-def eval_view(data: Dataset[Any]) -> Dataset[Any]:
-    """The same items without random crops/flips (for validation), where the data set supports it."""
-    if isinstance(data, Subset):
-        return Subset(eval_view(data.dataset), list(data.indices))
-    if isinstance(data, PairedDataset | UnpairedDataset) and data.train:
-        view = copy.copy(data)
-        view.train = False
-        return view
-    return data
-
-
-def to01(x: torch.Tensor) -> torch.Tensor:
-    return ((x + 1) / 2).clamp(0, 1)
-
-
-def _count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def describe(model: nn.Module) -> dict[str, Any]:
-    config = getattr(model, "config", None)
-    return {
-        "arch": getattr(model, "arch", type(model).__name__),
-        "config": config.to_dict() if config is not None and hasattr(config, "to_dict") else None,
-        "active_config": list(model.active_config) if isinstance(model, MobileResnetSupernet) else None,
-    }
-
-
 def _export(student: nn.Module) -> EdgeModel:
     """The student as a standalone model folder-able network (a supernet's active sub-network)."""
     if isinstance(student, MobileResnetSupernet):
@@ -558,51 +541,6 @@ def _save_student(student: nn.Module, path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ recipe
-
-
-def make_optimizers(
-    generator_side: Sequence[nn.Module], d: nn.Module, cfg: DistillConfig
-) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, Any, Any]:
-    """Adam for the student side (student + mappers) and for D, each with the pix2pix lr rule."""
-    g_params = [p for m in generator_side for p in m.parameters()]
-    opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=cfg.betas)
-    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=cfg.betas)
-    return (
-        opt_g,
-        opt_d,
-        torch.optim.lr_scheduler.LambdaLR(opt_g, cfg.lr_factor),
-        torch.optim.lr_scheduler.LambdaLR(opt_d, cfg.lr_factor),
-    )
-
-
-def split_train_val(data: Dataset[Any], n_items: int, cfg: DistillConfig) -> tuple[Dataset[Any], Dataset[Any] | None]:
-    """The training subset and a fixed held-out validation slice (deterministic view), by cfg.seed."""
-    train_idx, val_idx = split_validation(n_items, cfg.val_fraction, cfg.seed) if n_items > 1 else ([0], [])
-    return subset(data, train_idx), (subset(eval_view(data), val_idx) if val_idx else None)
-
-
-def make_discriminator(
-    discriminator: nn.Module | None, input_nc: int, output_nc: int, ndf: int, n_layers: int, device: torch.device
-) -> tuple[nn.Module, bool]:
-    """A trainable copy of the teacher's discriminator, or a fresh conditional PatchGAN; also
-    whether it is conditional (sees input and image) or judges the image alone (CycleGAN's)."""
-    if discriminator is not None:
-        d = copy.deepcopy(discriminator).to(device)
-        for p in d.parameters():
-            p.requires_grad_(True)
-    else:  # fresh, with the references' N(0, 0.02) initialisation
-        d = init_gan_weights(PatchDiscriminator(input_nc=input_nc + output_nc, ndf=ndf, n_layers=n_layers)).to(device)
-    d_input_nc = getattr(getattr(d, "config", None), "input_nc", None)
-    if d_input_nc == input_nc + output_nc:
-        conditional = True
-    elif d_input_nc == output_nc:
-        conditional = False
-    else:
-        raise ConfigError(
-            f"the discriminator takes {d_input_nc} channels; expected {input_nc + output_nc} (conditional, input "
-            f"and image) or {output_nc} (the generated image only)"
-        )
-    return d.train(), conditional
 
 
 def distill(
@@ -800,8 +738,8 @@ def distill(
         "last_discriminator": str(out / "last_discriminator"),
         "student_init": student_init,
         "layers": names,
-        "teacher_params": _count(teacher),
-        "student_params": _count(exported),
+        "teacher_params": count_params(teacher),
+        "student_params": count_params(exported),
         "student_channels": list(getattr(exported.config, "channels", None) or []),
         "history": state["history"],
     }
@@ -857,16 +795,6 @@ def _validate(
     return row
 
 
-def json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
 def distill_from_folders(
     teacher_dir: str | os.PathLike[str],
     a_dir: str | os.PathLike[str],
@@ -880,28 +808,12 @@ def distill_from_folders(
     progress: Progress | None = None,
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
-    """:func:`distill` with the teacher (and optionally its discriminator) loaded from model folders.
-
-    Paired: ``a_dir``/``b_dir`` images matched by file stem. Unpaired (``cfg.paired=False``): the
-    inputs are ``a_dir``'s images (``b_dir``'s with ``direction="BtoA"``); ``b_dir`` may be None.
+    """:func:`distill` with the teacher (and optionally its discriminator) loaded from model folders, and the
+    images read by :func:`~edgegan.compress.recipe_parts.load_from_folders` (``b_dir`` may be None for unpaired data).
     """
-    teacher = load(teacher_dir)
-    check_generator(teacher, f"teacher in {teacher_dir}")
-    discriminator = load(discriminator_dir) if discriminator_dir is not None else None
-    if discriminator is not None and not hasattr(getattr(discriminator, "config", None), "ndf"):
-        raise ConfigError(f"{discriminator_dir} holds a {discriminator.arch}, not a discriminator")
-    kw: dict[str, Any] = {"direction": cfg.direction, "load_size": cfg.load_size, "crop_size": cfg.crop_size}
-    if cfg.paired:
-        if b_dir is None:
-            raise ConfigError("paired distillation needs a B (target) folder; pass paired=False for unpaired data")
-        data: Dataset[Any] = PairedDataset.from_folders(a_dir, b_dir, **kw)
-    else:
-        # Only the inputs are read: the targets will be the teacher's outputs.
-        inputs = a_dir if cfg.direction == "AtoB" else b_dir
-        if inputs is None:
-            raise ConfigError("direction BtoA takes the inputs from the B folder; give one")
-        kw["direction"] = "AtoB"
-        data = UnpairedDataset.from_folders(inputs, inputs, serial_b=True, **kw)
+    teacher, discriminator, data = load_from_folders(
+        teacher_dir, a_dir, b_dir, cfg, discriminator_dir, task="distillation"
+    )
     return distill(
         teacher,
         data,

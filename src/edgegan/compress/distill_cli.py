@@ -10,18 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgegan.cli_options import DistillInputs, DistillTraining, shared, with_shared_options
 from edgegan.errors import ConfigError
 from edgegan.progress import RunBar
 from edgegan.runs import check_device
 
 app = typer.Typer(help="GAN Compression: distil a compact student generator from a teacher.", no_args_is_help=True)
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 132)
-
-
-SELECT_BY_HELP = (
-    "Student to hand on: last (the last epoch's, as the reference), or the best on the validation slice by "
-    "ssim, psnr, lpips, fid or kid (the last three need their weights)."
-)
 
 
 @app.callback()
@@ -65,11 +60,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 @app.command("distill")
+@with_shared_options
 def distill_cmd(
-    teacher: Path = typer.Option(..., "--teacher", help="Trained teacher generator folder (edgegan model)."),
-    a: Path = typer.Option(..., "--a", help="Input (A) image folder."),
-    b: Path | None = typer.Option(None, "--b", help="Target (B) image folder, matched to A by file stem."),
-    out: Path = typer.Option(..., "--out", help="Run folder."),
+    inputs: DistillInputs = shared(DistillInputs),
     discriminator: Path | None = typer.Option(
         None, "--discriminator", help="The teacher's discriminator folder: the student's D starts from it."
     ),
@@ -78,26 +71,10 @@ def distill_cmd(
     ),
     channels: str = typer.Option("16_16_32_16_32_32_16_16", help="Student channel config c0_c1_..._c7."),
     n_blocks: int | None = typer.Option(None, min=0, help="Student residual blocks (default: the teacher's)."),
-    epochs: int = typer.Option(50, min=0, help="Epochs at the initial learning rate."),
-    decay_epochs: int = typer.Option(50, min=0, help="Further epochs decaying the learning rate linearly to 0."),
-    unpaired: bool = typer.Option(False, "--unpaired", help="Unpaired data: the teacher's outputs are the targets."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
-    lambda_recon: float = typer.Option(100.0, help="Weight of the L1 reconstruction loss (paper Table 5: 100)."),
-    lambda_distill: float = typer.Option(1.0, help="Weight of the feature distillation loss (paper Table 5: 1)."),
-    gan_mode: str = typer.Option("hinge", help="GAN loss: hinge, lsgan or vanilla."),
-    lr: float = typer.Option(2e-4, help="Adam learning rate (G, mappers and D)."),
-    batch_size: int = typer.Option(1, min=1, help="Images per step."),
-    load_size: int = typer.Option(286, min=0, help="Resize to this before random crops (0: native size)."),
-    crop_size: int = typer.Option(256, min=4, help="Training crop (and validation) size; a multiple of 4."),
-    direction: str = typer.Option("AtoB", help="AtoB or BtoA."),
-    val_fraction: float = typer.Option(0.1, help="Share of the pairs held out to pick the best student."),
-    ndf: int = typer.Option(64, min=1, help="Width of a fresh discriminator (without --discriminator)."),
-    select_by: str = typer.Option("last", "--select-by", help=SELECT_BY_HELP),
     student_init: str = typer.Option(
         "teacher", "--student-init", help="teacher (its leading channels) or random; ignored with --student."
     ),
-    seed: int = typer.Option(0, min=0, help="Random seed."),
-    device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
+    train: DistillTraining = shared(DistillTraining),
 ) -> None:
     """Distil a MobileResnetGenerator student from a teacher generator (GAN Compression, step 1)."""
 
@@ -105,48 +82,28 @@ def distill_cmd(
     from edgegan.models import MobileResnetGenerator
     from edgegan.registry import load
 
-    check_device(device)
-    if not unpaired and b is None:
-        raise ConfigError("--b (the target folder) is required for paired data; pass --unpaired otherwise")
+    check_device(train.device)
+    inputs.check_targets(train.paired)
     student_model = None
     if student is not None:
         student_model = load(student)
         if not isinstance(student_model, MobileResnetGenerator):
             raise ConfigError(f"--student {student} holds a {student_model.arch}, not a mobile_resnet_generator")
-    cfg = DistillConfig(
-        channels=channels,
-        n_blocks=n_blocks,
-        lambda_recon=lambda_recon,
-        lambda_distill=lambda_distill,
-        gan_mode=gan_mode,
-        lr=lr,
-        epochs=epochs,
-        decay_epochs=decay_epochs,
-        batch_size=batch_size,
-        load_size=load_size or None,
-        crop_size=crop_size,
-        direction=direction,
-        paired=not unpaired,
-        val_fraction=val_fraction,
-        seed=seed,
-        ndf=ndf,
-        select_by=select_by,
-        student_init=student_init,
-    )
+    cfg = DistillConfig(channels=channels, n_blocks=n_blocks, student_init=student_init, **train.config_fields())
     bar = RunBar("distilling", cfg.total_epochs, console)
 
     with bar:
         summary = distill_from_folders(
-            teacher,
-            a,
-            b,
-            out,
+            inputs.teacher,
+            inputs.a,
+            inputs.b,
+            inputs.out,
             cfg,
             discriminator_dir=discriminator,
             student=student_model,
-            resume=resume,
+            resume=train.resume,
             progress=bar.update,
-            device=device,
+            device=train.device,
         )
     _print_summary(summary)
 

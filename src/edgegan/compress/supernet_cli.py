@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgegan.errors import ConfigError
+from edgegan.cli_options import DistillInputs, DistillTraining, shared, with_shared_options
 from edgegan.progress import RunBar
 from edgegan.runs import check_device
 
@@ -60,11 +60,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 @app.command("supernet")
+@with_shared_options
 def supernet_cmd(
-    teacher: Path = typer.Option(..., "--teacher", help="Trained teacher generator folder (edgegan model)."),
-    a: Path = typer.Option(..., "--a", help="Input (A) image folder."),
-    b: Path | None = typer.Option(None, "--b", help="Target (B) image folder, matched to A by file stem."),
-    out: Path = typer.Option(..., "--out", help="Run folder."),
+    inputs: DistillInputs = shared(DistillInputs),
     discriminator: Path | None = typer.Option(
         None, "--discriminator", help="Discriminator folder training's D starts from (the distilled student's)."
     ),
@@ -79,67 +77,34 @@ def supernet_cmd(
         True, "--sandwich/--no-sandwich", help="Train largest + smallest + one random config per step."
     ),
     n_blocks: int | None = typer.Option(None, min=0, help="Supernet residual blocks (default: the teacher's)."),
-    epochs: int = typer.Option(50, min=0, help="Epochs at the initial learning rate."),
-    decay_epochs: int = typer.Option(50, min=0, help="Further epochs decaying the learning rate linearly to 0."),
-    unpaired: bool = typer.Option(False, "--unpaired", help="Unpaired data: the teacher's outputs are the targets."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
-    lambda_recon: float = typer.Option(100.0, help="Weight of the L1 reconstruction loss (paper Table 5: 100)."),
-    lambda_distill: float = typer.Option(1.0, help="Weight of the feature distillation loss (paper Table 5: 1)."),
-    gan_mode: str = typer.Option("hinge", help="GAN loss: hinge, lsgan or vanilla."),
-    lr: float = typer.Option(2e-4, help="Adam learning rate (G, mappers and D)."),
-    batch_size: int = typer.Option(1, min=1, help="Images per step."),
-    load_size: int = typer.Option(286, min=0, help="Resize to this before random crops (0: native size)."),
-    crop_size: int = typer.Option(256, min=4, help="Training crop (and validation) size; a multiple of 4."),
-    direction: str = typer.Option("AtoB", help="AtoB or BtoA."),
-    val_fraction: float = typer.Option(0.1, help="Share of the pairs held out for validation."),
-    ndf: int = typer.Option(64, min=1, help="Width of a fresh discriminator (without --discriminator)."),
-    select_by: str = typer.Option(
-        "last", "--select-by", help="Supernet to hand on: last, or the best by ssim, psnr, lpips, fid or kid."
+    train: DistillTraining = shared(
+        DistillTraining,
+        val_fraction=typer.Option(0.1, help="Share of the pairs held out for validation."),
+        select_by=typer.Option(
+            "last", "--select-by", help="Supernet to hand on: last, or the best by ssim, psnr, lpips, fid or kid."
+        ),
     ),
-    seed: int = typer.Option(0, min=0, help="Random seed."),
-    device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
 ) -> None:
     """Train a once-for-all MobileResnetSupernet from a teacher generator (GAN Compression, step 2)."""
 
     from edgegan.compress.supernet_train import SupernetConfig, train_supernet_from_folders
 
-    check_device(device)
-    if not unpaired and b is None:
-        raise ConfigError("--b (the target folder) is required for paired data; pass --unpaired otherwise")
-    cfg = SupernetConfig(
-        ngf=ngf,
-        choices=choices,
-        sandwich=sandwich,
-        n_blocks=n_blocks,
-        lambda_recon=lambda_recon,
-        lambda_distill=lambda_distill,
-        gan_mode=gan_mode,
-        lr=lr,
-        epochs=epochs,
-        decay_epochs=decay_epochs,
-        batch_size=batch_size,
-        load_size=load_size or None,
-        crop_size=crop_size,
-        direction=direction,
-        paired=not unpaired,
-        val_fraction=val_fraction,
-        seed=seed,
-        ndf=ndf,
-        select_by=select_by,
-    )
+    check_device(train.device)
+    inputs.check_targets(train.paired)
+    cfg = SupernetConfig(ngf=ngf, choices=choices, sandwich=sandwich, n_blocks=n_blocks, **train.config_fields())
     bar = RunBar("training supernet", cfg.total_epochs, console)
 
     with bar:
         summary = train_supernet_from_folders(
-            teacher,
-            a,
-            b,
-            out,
+            inputs.teacher,
+            inputs.a,
+            inputs.b,
+            inputs.out,
             cfg,
             discriminator_dir=discriminator,
             init_dir=init,
-            resume=resume,
+            resume=train.resume,
             progress=bar.update,
-            device=device,
+            device=train.device,
         )
     _print_summary(summary)

@@ -42,24 +42,27 @@ from torch.utils.data import DataLoader, Dataset
 from edgegan.compress.distill import (
     METRIC_WEIGHTS,
     SELECT_BY,
-    DistillConfig,
     DistillMapper,
-    Progress,
     Scorer,
     better,
-    check_generator,
     check_metric,
-    describe,
+    check_training_fields,
     distill_layers,
     distillation_loss,
+    make_targets,
+)
+from edgegan.compress.recipe_parts import (
+    Progress,
+    check_generator,
+    count_params,
+    describe,
     json_safe,
+    load_from_folders,
     make_discriminator,
     make_optimizers,
-    make_targets,
     split_train_val,
 )
 from edgegan.compress.supernet import extract_subnet, subnet_config
-from edgegan.data.datasets import PairedDataset, UnpairedDataset
 from edgegan.errors import ConfigError
 from edgegan.fileio import atomic_write_json
 from edgegan.losses import GANLoss
@@ -114,26 +117,58 @@ def parse_choices(choices: str | Sequence[int] | None, ngf: int) -> tuple[int, .
 
 
 @dataclass
-class SupernetConfig(DistillConfig):
-    """Settings of one once-for-all supernet run: :class:`DistillConfig`'s training fields plus the search space.
+class SupernetConfig:
+    """Settings of one once-for-all supernet run: :class:`~edgegan.compress.distill.DistillConfig`'s training
+    fields (same defaults, same checks) plus the search space.
 
     ``ngf`` is the supernet's full width (every config entry is at most ``ngf``); ``choices`` the widths
     each of the 8 entries is drawn from (None: 16..64 in steps of 8, clipped to ``ngf``); ``sandwich``
     trains largest + smallest + one random config per step instead of one random config. ``n_blocks``
-    (None: the teacher's) sizes the supernet; the inherited ``channels`` field is not used.
+    (None: the teacher's) sizes the supernet. The supernet starts from :func:`train_supernet`'s ``init``.
+
+    Until this class stood alone it inherited DistillConfig's ``channels`` and ``student_init`` without using
+    them; :meth:`to_dict` never wrote them, so the configs saved in run folders are unchanged (same keys, same
+    order) and old runs resume.
     """
 
+    n_blocks: int | None = None
+    lambda_recon: float = 100.0
+    lambda_distill: float = 1.0
+    gan_mode: str = "hinge"
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    epochs: int = 50
+    decay_epochs: int = 50
+    batch_size: int = 1
+    load_size: int | None = 286
+    crop_size: int = 256
+    direction: str = "AtoB"
+    paired: bool = True
+    val_fraction: float = 0.1
+    seed: int = 0
+    ndf: int = 64
+    d_layers: int = 3
+    select_by: str = "last"
     ngf: int = 64
     choices: str | tuple[int, ...] | None = field(default=None)
     sandwich: bool = True
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        check_metric(self.select_by, "select_by", SELECT_BY)
+        check_training_fields(self)
         if isinstance(self.ngf, bool) or not isinstance(self.ngf, int) or self.ngf < 1:
             raise ConfigError(f"ngf must be a positive integer, got {self.ngf!r}")
         self.choices = parse_choices(self.choices, self.ngf)
         if not isinstance(self.sandwich, bool):
             raise ConfigError(f"sandwich must be true or false, got {self.sandwich!r}")
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.decay_epochs
+
+    def lr_factor(self, epoch: int) -> float:
+        """Multiplier of ``lr`` during 0-based ``epoch``: DistillConfig's rule (constant, then a linear decay)."""
+        return 1.0 - max(0, epoch + 1 - self.epochs) / float(self.decay_epochs + 1)
 
     @property
     def choice_list(self) -> tuple[int, ...]:
@@ -142,8 +177,6 @@ class SupernetConfig(DistillConfig):
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d.pop("channels", None)
-        d.pop("student_init", None)  # the supernet starts from train_supernet's init, not from these fields
         d["betas"] = list(self.betas)
         d["choices"] = list(self.choice_list)
         return d
@@ -152,10 +185,6 @@ class SupernetConfig(DistillConfig):
 def _config_rng(seed: int, epoch: int) -> random.Random:
     """The channel-config sampler of 1-based ``epoch``: a pure function of (seed, epoch), so resume is exact."""
     return random.Random(f"edgegan-supernet:{seed}:{epoch}")
-
-
-def _count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def build_supernet(teacher: nn.Module, cfg: SupernetConfig) -> MobileResnetSupernet:
@@ -392,9 +421,9 @@ def train_supernet(
         "last_supernet": str(out / "supernet"),
         "last_discriminator": str(out / "last_discriminator"),
         "layers": names,
-        "teacher_params": _count(teacher),
-        "largest_params": _count(extract_subnet(supernet, largest)),
-        "smallest_params": _count(extract_subnet(supernet, smallest)),
+        "teacher_params": count_params(teacher),
+        "largest_params": count_params(extract_subnet(supernet, largest)),
+        "smallest_params": count_params(extract_subnet(supernet, smallest)),
         "history": state["history"],
     }
     atomic_write_json(out / "summary.json", json_safe(summary))
@@ -448,27 +477,10 @@ def train_supernet_from_folders(
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """:func:`train_supernet` with the teacher (and optionally a discriminator and the student that
-    initialises the supernet, ``init_dir``) loaded from model folders.
-
-    Paired: ``a_dir``/``b_dir`` images matched by file stem. Unpaired (``cfg.paired=False``): the inputs
-    are ``a_dir``'s images (``b_dir``'s with ``direction="BtoA"``); ``b_dir`` may be None.
+    initialises the supernet, ``init_dir``) loaded from model folders, and the images read by
+    :func:`~edgegan.compress.recipe_parts.load_from_folders` (``b_dir`` may be None for unpaired data).
     """
-    teacher = load(teacher_dir)
-    check_generator(teacher, f"teacher in {teacher_dir}")
-    discriminator = load(discriminator_dir) if discriminator_dir is not None else None
-    if discriminator is not None and not hasattr(getattr(discriminator, "config", None), "ndf"):
-        raise ConfigError(f"{discriminator_dir} holds a {discriminator.arch}, not a discriminator")
-    kw: dict[str, Any] = {"direction": cfg.direction, "load_size": cfg.load_size, "crop_size": cfg.crop_size}
-    if cfg.paired:
-        if b_dir is None:
-            raise ConfigError("paired training needs a B (target) folder; pass paired=False for unpaired data")
-        data: Dataset[Any] = PairedDataset.from_folders(a_dir, b_dir, **kw)
-    else:
-        inputs = a_dir if cfg.direction == "AtoB" else b_dir
-        if inputs is None:
-            raise ConfigError("direction BtoA takes the inputs from the B folder; give one")
-        kw["direction"] = "AtoB"
-        data = UnpairedDataset.from_folders(inputs, inputs, serial_b=True, **kw)
+    teacher, discriminator, data = load_from_folders(teacher_dir, a_dir, b_dir, cfg, discriminator_dir, task="training")
     init = load(init_dir) if init_dir is not None else None
     if init is not None and not isinstance(init, MobileResnetGenerator | MobileResnetSupernet):
         raise ConfigError(f"{init_dir} holds a {init.arch}; the supernet starts from a mobile_resnet_generator")

@@ -72,6 +72,7 @@ from edgegan.compress.distributed import (
     run_on_main,
     wrap_ddp,
 )
+from edgegan.compress.recipe_parts import to01
 from edgegan.data.datasets import PairedDataset, UnpairedDataset, split_validation, subset
 from edgegan.errors import ConfigError
 from edgegan.losses import GANLoss, l1_loss
@@ -732,7 +733,7 @@ class _CycleGANScorer:
     def _features(self, images: Tensor) -> Any:
         from edgegan.metrics.inception import extract_features
 
-        return extract_features(self.inception, ((images.float() + 1) / 2).clamp(0, 1), device=self.device)
+        return extract_features(self.inception, to01(images.float()), device=self.device)
 
     def _distance(self, real: Any, fake: Any) -> float:
         from edgegan.metrics.fid import fid_from_features, kid

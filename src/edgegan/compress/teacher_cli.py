@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from edgegan.cli_options import TeacherTraining, shared, with_shared_options
 from edgegan.errors import ConfigError
 from edgegan.runs import check_device
 
@@ -47,36 +48,9 @@ class EpochBar:
         self.progress.__exit__(*exc)  # type: ignore[arg-type]
 
 
-def _options(pairs: list[str]) -> dict[str, str]:
-    from edgegan.cli import parse_options  # imported late: edgegan.cli mounts this app
-
-    return parse_options(pairs)
-
-
-def _device(device: str) -> str:
-    return check_device(device)
-
-
 def _check_folder(path: Path | None, flag: str) -> None:
     if path is not None and not path.is_dir():
         raise ConfigError(f"{flag} {path}: {'not a folder' if path.exists() else 'folder not found'}")
-
-
-_OPTION_HELP = "Generator option key=value (repeatable), e.g. -o ngf=32 -o residual=true -o input_skip=true."
-_D_LAYERS_HELP = "Discriminator depth: 'auto' sizes the patch to the crop (3 layers, 70x70, at 128 px and up)."
-_SELECT_BY_HELP = (
-    "Which epoch's generator is handed on: last (the reference), or the best on the validation slice by "
-    "ssim, psnr, lpips, fid or kid (lpips/fid/kid need their weights; see `edgegan weights list`)."
-)
-
-
-def _d_layers(value: str) -> int | str:
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(f"--n-layers-d must be a positive integer or 'auto', got {value!r}") from None
 
 
 def _print_run(summary: dict[str, Any]) -> None:
@@ -86,29 +60,16 @@ def _print_run(summary: dict[str, Any]) -> None:
 
 
 @app.command("pix2pix")
+@with_shared_options
 def pix2pix_cmd(
     a: Path | None = typer.Option(None, "--a", help="Folder of input (A) images."),
     b: Path | None = typer.Option(None, "--b", help="Folder of target (B) images, matched to A by file stem."),
     data_root: Path | None = typer.Option(None, "--data-root", help="Instead of --a/--b: aligned A|B images."),
     out: Path = typer.Option(..., "--out", help="Run folder."),
     generator: str = typer.Option("resnet_generator", help="resnet_generator or unet_generator."),
-    option: list[str] = typer.Option([], "-o", "--option", help=_OPTION_HELP),
-    epochs: int = typer.Option(100, help="Epochs at the initial learning rate."),
-    decay_epochs: int = typer.Option(100, help="Further epochs with the learning rate decaying linearly to 0."),
-    load_size: int = typer.Option(286, help="Images are resized to this square size..."),
-    crop_size: int = typer.Option(256, help="...then randomly cropped to this one."),
-    direction: str = typer.Option("AtoB", help="AtoB or BtoA."),
-    gan_mode: str = typer.Option("hinge", help="hinge, vanilla or lsgan."),
     lambda_l1: float = typer.Option(100.0, help="Weight of the L1 loss."),
-    lr: float = typer.Option(2e-4, help="Adam learning rate."),
-    batch_size: int = typer.Option(1, help="Batch size."),
-    ndf: int = typer.Option(64, help="Discriminator width."),
-    n_layers_d: str = typer.Option("auto", help=_D_LAYERS_HELP),
     val_fraction: float = typer.Option(0.1, help="Share of the pairs held out for validation."),
-    select_by: str = typer.Option("last", "--select-by", help=_SELECT_BY_HELP),
-    seed: int = typer.Option(0, help="Random seed."),
-    device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
+    train: TeacherTraining = shared(TeacherTraining),
 ) -> None:
     """Train a pix2pix teacher on paired images; hands on the last generator (or the best by --select-by)."""
     from edgegan.compress.teacher import Pix2PixConfig, train_pix2pix
@@ -120,26 +81,11 @@ def pix2pix_cmd(
     for path, flag in ((a, "--a"), (b, "--b"), (data_root, "--data-root")):
         _check_folder(path, flag)
     cfg = Pix2PixConfig(
-        generator=generator.replace("-", "_"),
-        generator_options=_options(option),
-        ndf=ndf,
-        n_layers_d=_d_layers(n_layers_d),
-        gan_mode=gan_mode,
-        lambda_l1=lambda_l1,
-        lr=lr,
-        epochs=epochs,
-        decay_epochs=decay_epochs,
-        batch_size=batch_size,
-        load_size=load_size,
-        crop_size=crop_size,
-        direction=direction,
-        val_fraction=val_fraction,
-        seed=seed,
-        select_by=select_by,
+        generator=generator.replace("-", "_"), lambda_l1=lambda_l1, val_fraction=val_fraction, **train.config_fields()
     )
-    dev = _device(device)
+    dev = check_device(train.device)
     with EpochBar("pix2pix") as bar:
-        summary = train_pix2pix(a, b, out, cfg, data_root=data_root, resume=resume, progress=bar, device=dev)
+        summary = train_pix2pix(a, b, out, cfg, data_root=data_root, resume=train.resume, progress=bar, device=dev)
     _print_run(summary)
     chosen = f"epoch {summary['best_epoch']}, selected by {summary['select_by']}"
     if summary["best_metric"] is not None:
@@ -149,55 +95,32 @@ def pix2pix_cmd(
 
 
 @app.command("cyclegan")
+@with_shared_options
 def cyclegan_cmd(
     root: Path = typer.Option(..., "--root", help="Folder with trainA/ and trainB/ image folders."),
     out: Path = typer.Option(..., "--out", help="Run folder."),
-    option: list[str] = typer.Option([], "-o", "--option", help=_OPTION_HELP),
-    epochs: int = typer.Option(100, help="Epochs at the initial learning rate."),
-    decay_epochs: int = typer.Option(100, help="Further epochs with the learning rate decaying linearly to 0."),
-    load_size: int = typer.Option(286, help="Images are resized to this square size..."),
-    crop_size: int = typer.Option(256, help="...then randomly cropped to this one."),
-    direction: str = typer.Option("AtoB", help="AtoB or BtoA (swaps trainA and trainB)."),
-    gan_mode: str = typer.Option("lsgan", help="lsgan, vanilla or hinge."),
     lambda_cycle: float = typer.Option(10.0, help="Weight of the cycle-consistency loss."),
     lambda_identity: float = typer.Option(0.5, help="Identity loss weight, relative to --lambda-cycle."),
     pool_size: int = typer.Option(50, help="Fake images buffered for the discriminators (0: none)."),
-    lr: float = typer.Option(2e-4, help="Adam learning rate."),
-    batch_size: int = typer.Option(1, help="Batch size."),
-    ndf: int = typer.Option(64, help="Discriminator width."),
-    n_layers_d: str = typer.Option("auto", help=_D_LAYERS_HELP),
-    select_by: str = typer.Option(
-        "last", "--select-by", help="last (the reference), or fid / kid of the generators on testA/testB."
+    train: TeacherTraining = shared(
+        TeacherTraining,
+        direction=typer.Option("AtoB", help="AtoB or BtoA (swaps trainA and trainB)."),
+        gan_mode=typer.Option("lsgan", help="lsgan, vanilla or hinge."),
+        select_by=typer.Option(
+            "last", "--select-by", help="last (the reference), or fid / kid of the generators on testA/testB."
+        ),
     ),
-    seed: int = typer.Option(0, help="Random seed."),
-    device: str = typer.Option("cpu", help="cpu or cuda[:N]."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
 ) -> None:
     """Train CycleGAN teachers (G_A: A->B, G_B: B->A) on unpaired images."""
     from edgegan.compress.teacher import CycleGANConfig, train_cyclegan
 
     _check_folder(root, "--root")
     cfg = CycleGANConfig(
-        generator_options=_options(option),
-        ndf=ndf,
-        n_layers_d=_d_layers(n_layers_d),
-        gan_mode=gan_mode,
-        lambda_cycle=lambda_cycle,
-        lambda_identity=lambda_identity,
-        pool_size=pool_size,
-        lr=lr,
-        epochs=epochs,
-        decay_epochs=decay_epochs,
-        batch_size=batch_size,
-        load_size=load_size,
-        crop_size=crop_size,
-        direction=direction,
-        seed=seed,
-        select_by=select_by,
+        lambda_cycle=lambda_cycle, lambda_identity=lambda_identity, pool_size=pool_size, **train.config_fields()
     )
-    dev = _device(device)
+    dev = check_device(train.device)
     with EpochBar("cyclegan") as bar:
-        summary = train_cyclegan(root, out, cfg, resume=resume, progress=bar, device=dev)
+        summary = train_cyclegan(root, out, cfg, resume=train.resume, progress=bar, device=dev)
     _print_run(summary)
     chosen = f"epoch {summary['best_epoch']}, selected by {summary['select_by']}"
     console.print(f"generators ({chosen}): G_A (A->B) {summary['G_A']}, G_B (B->A) {summary['G_B']}")

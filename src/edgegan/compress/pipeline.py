@@ -19,7 +19,8 @@ as ``lineage``.
 
 A stage is complete when its ``stage.json`` marker exists (written atomically, last). Rerunning the
 pipeline skips complete stages and resumes an interrupted one: its trainer is called with
-``resume=True`` when the stage folder already exists, continuing from the last epoch checkpoint.
+``resume=True`` when the stage folder already holds something, continuing from the last epoch checkpoint
+(:func:`edgegan.stages.run_stage`, which UGC's pipeline shares).
 A run folder whose ``supernet`` stage completed without a ``distill`` stage (made before that stage
 existed, or seeded with another run's supernet) skips ``distill``.
 
@@ -82,6 +83,7 @@ from edgegan.errors import ConfigError
 from edgegan.fileio import atomic_write_json
 from edgegan.nn.layers import init_gan_weights
 from edgegan.runs import set_seed
+from edgegan.stages import MARKER, StageFn, StageProgress, run_stage, stage_done, stage_range
 
 __all__ = [
     "MARKER",
@@ -98,10 +100,7 @@ __all__ = [
 
 PathLike = str | os.PathLike[str]
 STAGES: tuple[str, ...] = ("teacher", "distill", "supernet", "search", "finetune", "export")
-MARKER = "stage.json"
 STAGE_CONFIGS = ("teacher", "distill", "supernet", "finetune")
-StageProgress = Callable[[str, str, dict[str, Any] | None], None]
-"""``progress(stage, event, summary)`` with event ``"start"``, ``"skip"`` (summary from the marker) or ``"done"``."""
 
 
 @dataclass
@@ -195,16 +194,51 @@ class PipelineConfig:
 # ---------------------------------------------------------------------------------- presets
 
 
-def _tiny() -> PipelineConfig:
-    common: dict[str, Any] = {"load_size": 32, "crop_size": 32, "val_fraction": 0.2, "batch_size": 1}
+def _chain(
+    data: dict[str, Any],
+    generator: dict[str, Any],
+    supernet: dict[str, Any],
+    *,
+    teacher_epochs: tuple[int, int],
+    epochs: tuple[int, int],
+    distill_epochs: tuple[int, int] | None = None,
+    ndf: int | None = None,
+    d_layers: int | None = None,
+    **search: Any,
+) -> PipelineConfig:
+    """A preset: ``data`` (sizes, direction, validation split) for every stage, the teacher's ``generator``
+    options, the ``supernet``'s ``ngf``/``choices``, ``(epochs, decay_epochs)`` of the teacher and of the three
+    student stages (``distill_epochs`` where distillation differs), the discriminators' ``ndf``/``d_layers``
+    (the trainers' defaults when None) and the search fields of :class:`PipelineConfig`."""
+    critic: dict[str, Any] = {k: v for k, v in (("ndf", ndf), ("d_layers", d_layers)) if v is not None}
+    teacher_critic: dict[str, Any] = {"n_layers_d" if k == "d_layers" else k: v for k, v in critic.items()}
+
+    def timing(e: tuple[int, int]) -> dict[str, Any]:
+        return {"epochs": e[0], "decay_epochs": e[1], **data}
+
     return PipelineConfig(
-        teacher=Pix2PixConfig(
-            generator_options={"ngf": 16, "n_blocks": 2}, ndf=8, n_layers_d=2, epochs=2, decay_epochs=1, **common
-        ),
-        distill=DistillConfig(ndf=8, d_layers=2, epochs=1, decay_epochs=0, **common),
-        supernet=SupernetConfig(ngf=8, choices=(4, 8), ndf=8, d_layers=2, epochs=1, decay_epochs=1, **common),
-        finetune=DistillConfig(ndf=8, d_layers=2, epochs=1, decay_epochs=1, **common),
-        budget_macs="auto",
+        teacher=Pix2PixConfig(generator_options=generator, **teacher_critic, **timing(teacher_epochs)),
+        distill=DistillConfig(**critic, **timing(distill_epochs or epochs)),
+        supernet=SupernetConfig(**supernet, **critic, **timing(epochs)),
+        finetune=DistillConfig(**critic, **timing(epochs)),
+        **search,
+    )
+
+
+_CPU_SEARCH: dict[str, Any] = {"search_size": 64, "population": 8, "generations": 8, "parents": 3, "val_images": 16}
+_CPU_SUPERNET: dict[str, Any] = {"ngf": 32, "choices": (8, 16, 24, 32)}
+
+
+def _tiny() -> PipelineConfig:
+    return _chain(
+        {"load_size": 32, "crop_size": 32, "val_fraction": 0.2, "batch_size": 1},
+        {"ngf": 16, "n_blocks": 2},
+        {"ngf": 8, "choices": (4, 8)},
+        teacher_epochs=(2, 1),
+        epochs=(1, 1),
+        distill_epochs=(1, 0),
+        ndf=8,
+        d_layers=2,
         search_size=32,
         population=4,
         generations=2,
@@ -215,55 +249,22 @@ def _tiny() -> PipelineConfig:
 
 def _facades_cpu() -> PipelineConfig:
     # labels -> photo: facades' A folder holds photos, B the label maps, so the input is B.
-    common: dict[str, Any] = {"load_size": 72, "crop_size": 64, "direction": "BtoA", "val_fraction": 0.1}
-    return PipelineConfig(
-        teacher=Pix2PixConfig(
-            generator_options={"ngf": 32, "n_blocks": 9}, ndf=32, epochs=20, decay_epochs=20, **common
-        ),
-        # Table 5 gives distillation and fine-tuning the same epochs (its "Training Epochs").
-        distill=DistillConfig(ndf=32, epochs=8, decay_epochs=8, **common),
-        supernet=SupernetConfig(ngf=32, choices=(8, 16, 24, 32), ndf=32, epochs=8, decay_epochs=8, **common),
-        finetune=DistillConfig(ndf=32, epochs=8, decay_epochs=8, **common),
-        budget_macs="auto",
-        search_size=64,
-        population=8,
-        generations=8,
-        parents=3,
-        val_images=16,
-    )
+    # Table 5 gives distillation and fine-tuning the same epochs (its "Training Epochs").
+    data = {"load_size": 72, "crop_size": 64, "direction": "BtoA", "val_fraction": 0.1}
+    generator = {"ngf": 32, "n_blocks": 9}
+    return _chain(data, generator, _CPU_SUPERNET, teacher_epochs=(20, 20), epochs=(8, 8), ndf=32, **_CPU_SEARCH)
 
 
 def _editor_cpu() -> PipelineConfig:
-    common: dict[str, Any] = {"load_size": 64, "crop_size": 64, "direction": "AtoB", "val_fraction": 0.1}
-    options = {"ngf": 32, "n_blocks": 9, "residual": True, "input_skip": True}
-    return PipelineConfig(
-        teacher=Pix2PixConfig(generator_options=options, ndf=32, epochs=8, decay_epochs=8, **common),
-        distill=DistillConfig(ndf=32, epochs=4, decay_epochs=4, **common),
-        supernet=SupernetConfig(ngf=32, choices=(8, 16, 24, 32), ndf=32, epochs=4, decay_epochs=4, **common),
-        finetune=DistillConfig(ndf=32, epochs=4, decay_epochs=4, **common),
-        budget_macs="auto",
-        search_size=64,
-        population=8,
-        generations=8,
-        parents=3,
-        val_images=16,
-    )
+    data = {"load_size": 64, "crop_size": 64, "direction": "AtoB", "val_fraction": 0.1}
+    generator = {"ngf": 32, "n_blocks": 9, "residual": True, "input_skip": True}
+    return _chain(data, generator, _CPU_SUPERNET, teacher_epochs=(8, 8), epochs=(4, 4), ndf=32, **_CPU_SEARCH)
 
 
 def _facades_gpu() -> PipelineConfig:
-    common: dict[str, Any] = {"load_size": 286, "crop_size": 256, "direction": "BtoA", "val_fraction": 0.1}
-    return PipelineConfig(
-        teacher=Pix2PixConfig(generator_options={"ngf": 64, "n_blocks": 9}, epochs=100, decay_epochs=100, **common),
-        distill=DistillConfig(epochs=100, decay_epochs=100, **common),
-        supernet=SupernetConfig(ngf=64, epochs=100, decay_epochs=100, **common),
-        finetune=DistillConfig(epochs=100, decay_epochs=100, **common),
-        budget_macs="auto",
-        search_size=256,
-        population=20,
-        generations=10,
-        parents=5,
-        val_images=40,
-    )
+    data = {"load_size": 286, "crop_size": 256, "direction": "BtoA", "val_fraction": 0.1}
+    search: dict[str, Any] = {"search_size": 256, "population": 20, "generations": 10, "parents": 5, "val_images": 40}
+    return _chain(data, {"ngf": 64, "n_blocks": 9}, {"ngf": 64}, teacher_epochs=(100, 100), epochs=(100, 100), **search)
 
 
 PRESETS: dict[str, Callable[[], PipelineConfig]] = {
@@ -282,20 +283,6 @@ def preset(name: str) -> PipelineConfig:
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-
-def stage_done(out: PathLike, stage: str) -> dict[str, Any] | None:
-    """The summary recorded in ``out/<stage>/stage.json``, or None when the stage has not completed."""
-    marker = Path(out) / stage / MARKER
-    if not marker.is_file():
-        return None
-    return dict(json.loads(marker.read_text()).get("summary") or {})
-
-
-def _mark(out: Path, stage: str, summary: dict[str, Any]) -> dict[str, Any]:
-    summary = json_safe(summary)
-    atomic_write_json(out / stage / MARKER, {"stage": stage, "completed": True, "summary": summary})
-    return summary
 
 
 def handed_on(summary: dict[str, Any], kind: str) -> str | None:
@@ -357,17 +344,6 @@ def _val_pairs(a_dir: PathLike, b_dir: PathLike, cfg: PipelineConfig) -> list[tu
     return [(data[i]["A"], data[i]["B"]) for i in val_idx[: cfg.val_images]]
 
 
-def _stage_range(until: str | None, only: str | None) -> list[str]:
-    for name, value in (("until", until), ("only", only)):
-        if value is not None and value not in STAGES:
-            raise ConfigError(f"{name} must be one of {', '.join(STAGES)}, got {value!r}")
-    if until is not None and only is not None:
-        raise ConfigError("give until or only, not both")
-    if only is not None:
-        return [only]
-    return list(STAGES[: STAGES.index(until) + 1]) if until is not None else list(STAGES)
-
-
 # ---------------------------------------------------------------------------------- pipeline
 
 
@@ -397,7 +373,7 @@ def run_pipeline(
         cfg = preset(cfg)
     if not isinstance(cfg, PipelineConfig):
         raise ConfigError(f"cfg must be a PipelineConfig or a preset name, got {type(cfg).__name__}")
-    wanted = _stage_range(until, only)
+    wanted = stage_range(STAGES, until, only)
     out = Path(out)
     a_dir, b_dir = Path(a_dir), Path(b_dir)
     for name, folder in (("A", a_dir), ("B", b_dir)):
@@ -414,10 +390,6 @@ def run_pipeline(
     ran: list[str] = []
     skipped: list[str] = []
 
-    def emit(stage: str, event: str, summary: dict[str, Any] | None) -> None:
-        if progress is not None:
-            progress(stage, event, summary)
-
     def need(stage: str) -> dict[str, Any]:
         """A predecessor's summary, which must be complete."""
         if stage not in stages:
@@ -431,7 +403,7 @@ def run_pipeline(
         """Every completed stage before export (``distill`` is absent from older run folders)."""
         return {name: need(name) for name in STAGES[:-1] if name in stages or stage_done(out, name) is not None}
 
-    runners: dict[str, Callable[[Path, bool], dict[str, Any]]] = {}
+    runners: dict[str, StageFn] = {}
 
     def teacher_stage(folder: Path, resume: bool) -> dict[str, Any]:
         if teacher_dir is not None:
@@ -595,29 +567,20 @@ def run_pipeline(
     )
 
     for stage in wanted:
-        folder = out / stage
         done = stage_done(out, stage)
         if stage == "teacher" and done is not None and teacher_dir is not None:
             given = str(Path(teacher_dir).resolve())
             if done.get("best_generator") != given:
                 raise ConfigError(f"{out} was built from the teacher {done.get('best_generator')}, not {given}")
-        if done is not None:
-            stages[stage] = done
-            skipped.append(stage)
-            emit(stage, "skip", done)
-            continue
-        if stage == "distill" and stage_done(out, "supernet") is not None:
+        if stage == "distill" and done is None and stage_done(out, "supernet") is not None:
             # The supernet it would initialise already exists (a run folder from before this stage, or
             # seeded with another run's supernet): nothing to distil for.
             skipped.append(stage)
-            emit(stage, "skip", None)
+            if progress is not None:
+                progress(stage, "skip", None)
             continue
-        resume = folder.is_dir()
-        emit(stage, "start", {"resume": resume})
-        folder.mkdir(parents=True, exist_ok=True)
-        stages[stage] = _mark(out, stage, runners[stage](folder, resume))
-        ran.append(stage)
-        emit(stage, "done", stages[stage])
+        stages[stage], ran_now = run_stage(out, stage, runners[stage], progress)
+        (ran if ran_now else skipped).append(stage)
 
     result: dict[str, Any] = {"run": str(out), "stages": stages, "ran": ran, "skipped": skipped}
     final = out / "export" / "summary.json"

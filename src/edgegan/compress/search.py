@@ -19,7 +19,6 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -408,25 +407,10 @@ def finalize_student(
     The folder is an ``edgegan.load``-able ``MobileResnetGenerator``; the ONNX export is checked against
     PyTorch on a random ``size``×``size`` input (``max_abs_diff``). Returns the paths and the costs.
     """
-    from edgegan.export.onnx import export_onnx
+    from edgegan.stages import save_student
 
     ch = supernet.validate_config(config)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    student = extract_subnet(supernet, ch).eval().cpu()
-    model_dir = student.save(out / "student")
-    cost = profile_macs(student, student.example_input(size))
-    exported = export_onnx(student, out / "student.onnx", size=size, check=check)
-    return {
-        "config": list(ch),
-        "model_dir": str(model_dir),
-        "onnx": exported.path,
-        "size": size,
-        "macs_gc": cost.macs_gc,
-        "macs": cost.macs,
-        "params": cost.params,
-        "max_abs_diff": exported.max_abs_diff,
-    }
+    return {"config": list(ch), **save_student(extract_subnet(supernet, ch), out_dir, size=size, check=check)}
 
 
 def finetune(

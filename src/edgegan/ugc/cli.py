@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +89,7 @@ def run_cmd(
 ) -> None:
     """Split, stage 1 (supernet), search (student + wide/deep teachers), stage 2 (distillation), export."""
 
+    from edgegan.stages import stage_line
     from edgegan.ugc.pipeline import preset as get_preset
     from edgegan.ugc.pipeline import run_ugc
 
@@ -108,15 +108,9 @@ def run_cmd(
     bars: dict[str, RunBar] = {}
 
     def progress(stage: str, event: str, info: dict[str, Any] | None) -> None:
-        if event == "skipped":
-            console.print(f"stage {stage}: complete, skipped")
-        elif event in ("start", "resume"):
-            started[stage] = time.monotonic()
-            console.print(f"stage {stage}: {'resuming' if event == 'resume' else 'starting'}")
-        else:
-            if stage in bars:
-                bars.pop(stage).__exit__(None, None, None)
-            console.print(f"stage {stage}: done in {time.monotonic() - started.get(stage, time.monotonic()):.1f}s")
+        if event == "done" and stage in bars:
+            bars.pop(stage).__exit__(None, None, None)
+        console.print(stage_line(stage, event, info, started))
 
     def batch_progress(stage: str) -> Any:
         total = cfg.total_epochs(1 if stage == "stage1" else 2)

@@ -18,6 +18,20 @@ METRICS = ("ssim", "psnr", "lpips", "fid", "kid")
 SELECT_BY = ("last", *METRICS)
 SEARCH_BY = ("auto", *METRICS)
 PSEUDO_LABEL_RULES = ("paper", "inverse")
+# Integer settings that must be at least 1, and those that may be 0.
+_POSITIVE = (
+    "crop_size",
+    "batch_size",
+    "ngf",
+    "ndf",
+    "d_layers",
+    "population",
+    "generations",
+    "parents",
+    "teacher_every",
+    "profile_size",
+)
+_COUNTS = ("n_blocks", "max_inserted", "stage1_epochs", "stage1_decay_epochs", "stage2_epochs", "stage2_decay_epochs")
 
 
 @dataclass
@@ -118,32 +132,8 @@ class UGCConfig:
             raise ConfigError(f"labeled_fraction must be in (0, 1], got {f!r}")
         if self.direction not in ("AtoB", "BtoA"):
             raise ConfigError(f"direction must be AtoB or BtoA, got {self.direction!r}")
-        for name in (
-            "crop_size",
-            "batch_size",
-            "ngf",
-            "ndf",
-            "d_layers",
-            "population",
-            "generations",
-            "parents",
-            "teacher_every",
-            "profile_size",
-        ):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-        for name in (
-            "n_blocks",
-            "max_inserted",
-            "stage1_epochs",
-            "stage1_decay_epochs",
-            "stage2_epochs",
-            "stage2_decay_epochs",
-        ):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ConfigError(f"{name} must be an integer >= 0, got {v!r}")
+        self._check_ints(_POSITIVE, 1, "a positive integer")
+        self._check_ints(_COUNTS, 0, "an integer >= 0")
         if self.stage1_epochs + self.stage1_decay_epochs < 1 or self.stage2_epochs + self.stage2_decay_epochs < 1:
             raise ConfigError("each stage needs at least one epoch")
         if self.crop_size % 4:
@@ -206,10 +196,15 @@ class UGCConfig:
             isinstance(self.budget_ms, bool) or not isinstance(self.budget_ms, int | float) or not self.budget_ms > 0
         ):
             raise ConfigError(f"budget_ms must be a positive number of milliseconds, got {self.budget_ms!r}")
-        for name, low in (("latency_threads", 1), ("latency_samples", 3)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        self._check_ints(("latency_threads",), 1, "an integer >= 1")
+        self._check_ints(("latency_samples",), 3, "an integer >= 3")
+
+    def _check_ints(self, names: tuple[str, ...], low: int, what: str) -> None:
+        """ConfigError naming the first of ``names`` that is not an integer >= ``low`` (``what`` says so)."""
+        for name in names:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ConfigError(f"{name} must be {what}, got {v!r}")
 
     @property
     def budget_macs(self) -> int:

@@ -28,6 +28,7 @@ import edgegan
 from edgegan.compress.distill import json_safe
 from edgegan.errors import ConfigError
 from edgegan.fileio import atomic_write_json
+from edgegan.stages import MARKER, StageFn, StageProgress, run_stage, stage_done, stage_range
 from edgegan.ugc.common import UGCData
 from edgegan.ugc.config import UGCConfig
 from edgegan.ugc.data import load_split, make_split
@@ -39,10 +40,16 @@ __all__ = ["PRESETS", "STAGES", "preset", "run_ugc"]
 
 PathLike = str | os.PathLike[str]
 STAGES = ("split", "stage1", "search", "stage2", "export")
-MARKER = "stage.json"
-StageProgress = Callable[[str, str, dict[str, Any] | None], None]
 BatchProgress = Callable[[int, int, int], None]
 
+
+def _epochs(n: int, decay: int | None = None) -> dict[str, int]:
+    """Both stages' ``n`` epochs at the full learning rate and ``decay`` (default ``n``) decaying ones."""
+    decay = n if decay is None else decay
+    return {"stage1_epochs": n, "stage1_decay_epochs": decay, "stage2_epochs": n, "stage2_decay_epochs": decay}
+
+
+_FACADES: dict[str, Any] = {"direction": "BtoA", "n_blocks": 9, "budget": "1.4G"}  # labels (B) -> photo (A)
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
         load_size=36,
@@ -54,10 +61,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         depths=(0, 1),
         ndf=8,
         d_layers=2,
-        stage1_epochs=1,
-        stage1_decay_epochs=0,
-        stage2_epochs=1,
-        stage2_decay_epochs=0,
+        **_epochs(1, 0),
         budget="200M",
         population=4,
         generations=2,
@@ -66,37 +70,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         teacher_window=0.5,
     ),
     "facades-cpu": dict(
-        direction="BtoA",
+        _FACADES,
         load_size=72,
         crop_size=64,
         ngf=32,
-        n_blocks=9,
         widths=(8, 16, 24, 32),
         depths=(0, 1, 2),
         ndf=32,
         d_layers=3,
-        stage1_epochs=3,
-        stage1_decay_epochs=3,
-        stage2_epochs=3,
-        stage2_decay_epochs=3,
+        **_epochs(3),
         teacher_every=2,
-        budget="1.4G",
         population=12,
         generations=6,
         parents=4,
     ),
-    "facades-gpu": dict(
-        direction="BtoA",
-        load_size=286,
-        crop_size=256,
-        ngf=64,
-        n_blocks=9,
-        stage1_epochs=50,
-        stage1_decay_epochs=50,
-        stage2_epochs=50,
-        stage2_decay_epochs=50,
-        budget="1.4G",
-    ),
+    "facades-gpu": dict(_FACADES, load_size=286, crop_size=256, ngf=64, **_epochs(50)),
 }
 
 
@@ -105,11 +93,6 @@ def preset(name: str, **overrides: Any) -> UGCConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown UGC preset {name!r}; choose one of {', '.join(PRESETS)}")
     return UGCConfig.from_dict({**PRESETS[name], **overrides})
-
-
-def stage_done(out: PathLike, stage: str) -> dict[str, Any] | None:
-    marker = Path(out) / stage / MARKER
-    return dict(json.loads(marker.read_text())["summary"]) if marker.is_file() else None
 
 
 SEARCH_FIELDS = (
@@ -150,6 +133,12 @@ def _reusable_search(stage1_from: PathLike | None, cfg: UGCConfig) -> dict[str, 
     return {**done, "reused_from": str((source / "search").resolve())}
 
 
+def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    """A trainer's summary for the stage marker: its last history row (``last``) instead of the history."""
+    history = summary["history"]
+    return {k: v for k, v in summary.items() if k != "history"} | {"last": history[-1] if history else None}
+
+
 _NEUTRAL_NEW_SETTINGS: dict[str, Any] = {"budget_ms": None, "latency_threads": 1, "latency_samples": 24}
 
 
@@ -173,12 +162,15 @@ def run_ugc(
     cfg = preset(cfg) if isinstance(cfg, str) else cfg
     if not isinstance(cfg, UGCConfig):
         raise ConfigError(f"cfg must be a UGCConfig or a preset name, got {type(cfg).__name__}")
-    if until is not None and until not in STAGES:
-        raise ConfigError(f"until must be one of {', '.join(STAGES)}, got {until!r}")
+    wanted = stage_range(STAGES, until)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     saved = out / "ugc.json"
-    record = {"a_dir": str(Path(a_dir).resolve()), "b_dir": str(Path(b_dir).resolve()), "config": cfg.to_dict()}
+    record: dict[str, Any] = {
+        "a_dir": str(Path(a_dir).resolve()),
+        "b_dir": str(Path(b_dir).resolve()),
+        "config": cfg.to_dict(),
+    }
     if saved.is_file():
         old = json.loads(saved.read_text())
         # Settings added later whose value here means exactly the old behaviour: a run saved without them
@@ -197,28 +189,10 @@ def run_ugc(
             )
     else:
         atomic_write_json(saved, record)
-    wanted = list(STAGES[: STAGES.index(until) + 1]) if until else list(STAGES)
     stages: dict[str, dict[str, Any]] = {}
 
     def bar(stage: str) -> BatchProgress | None:
         return batch_progress(stage) if batch_progress is not None else None
-
-    def run_stage(stage: str, fn: Callable[[Path, bool], dict[str, Any]]) -> None:
-        done = stage_done(out, stage)
-        if done is not None:
-            stages[stage] = done
-            if progress:
-                progress(stage, "skipped", done)
-            return
-        folder = out / stage
-        resume = folder.is_dir() and any(folder.iterdir())
-        if progress:
-            progress(stage, "resume" if resume else "start", None)
-        summary = json_safe(fn(folder, resume))
-        atomic_write_json(folder / MARKER, {"stage": stage, "completed": True, "summary": summary})
-        stages[stage] = summary
-        if progress:
-            progress(stage, "done", summary)
 
     def split_stage(folder: Path, resume: bool) -> dict[str, Any]:
         split = make_split(a_dir, b_dir, cfg.labeled_fraction, seed=cfg.seed, direction=cfg.direction, out=folder)
@@ -240,7 +214,7 @@ def run_ugc(
                 raise ConfigError(f"{stage1_from} was trained on a different label split")
             return {**done, "reused_from": str(src.resolve())}
         s = train_stage1(load_split(out / "split"), folder, cfg, resume=resume, progress=bar("stage1"), device=device)
-        return {k: v for k, v in s.items() if k != "history"} | {"last": s["history"][-1] if s["history"] else None}
+        return _brief(s)
 
     def search_stage(folder: Path, resume: bool) -> dict[str, Any]:
         reused = _reusable_search(stage1_from, cfg)
@@ -278,15 +252,21 @@ def run_ugc(
             progress=bar("stage2"),
             device=device,
         )
-        return {k: v for k, v in s.items() if k != "history"} | {"last": s["history"][-1] if s["history"] else None}
+        return _brief(s)
 
     def export_stage(folder: Path, resume: bool) -> dict[str, Any]:
         done = stages["stage2"]  # a stage 2 completed before students were chosen by `select_by` names best_student
         return export_student(done.get("student") or done["best_student"], folder, size=cfg.profile_size)
 
-    runners = {"split": split_stage, "stage1": stage1, "search": search_stage, "stage2": stage2, "export": export_stage}
+    runners: dict[str, StageFn] = {
+        "split": split_stage,
+        "stage1": stage1,
+        "search": search_stage,
+        "stage2": stage2,
+        "export": export_stage,
+    }
     for stage in wanted:
-        run_stage(stage, runners[stage])
+        stages[stage], _ = run_stage(out, stage, runners[stage], progress)
     result: dict[str, Any] = {"run": str(out), "stages": stages}
     if "export" in stages:
         result["student"] = edgegan.load(stages["export"]["model_dir"])

@@ -33,12 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgegan.errors import ConfigError
-from edgegan.export.onnx import export_onnx
 from edgegan.fileio import atomic_write_json
 from edgegan.losses import GANLoss, OMGDLoss
 from edgegan.models import DepthWidthGenerator, DepthWidthSupernet
-from edgegan.profile.macs import profile_macs
 from edgegan.runs import RunDir, check_finite, load_checkpoint, save_checkpoint, set_seed
+from edgegan.stages import save_student
 from edgegan.ugc.common import Judge, UGCData, evaluate, make_omgd, seed_epoch
 from edgegan.ugc.config import UGCConfig
 from edgegan.ugc.data import LabelSplit
@@ -284,18 +283,5 @@ def export_student(model_dir: str | os.PathLike[str], out: str | os.PathLike[str
     model = edgegan.load(model_dir)
     if not isinstance(model, DepthWidthGenerator):
         raise ConfigError(f"{model_dir} does not hold a DepthWidthGenerator")
-    out = Path(out)
-    model.eval()
-    folder = model.save(out / "student")
-    cost = profile_macs(model, model.example_input(size))
-    exported = export_onnx(model, out / "student.onnx", size=size, check=True)
-    return {
-        "model_dir": str(folder),
-        "onnx": exported.path,
-        "size": size,
-        "macs_gc": cost.macs_gc,
-        "macs": cost.macs,
-        "params": cost.params,
-        "max_abs_diff": exported.max_abs_diff,
-        "config": model.config.to_dict() if hasattr(model.config, "to_dict") else None,
-    }
+    config = model.config.to_dict() if hasattr(model.config, "to_dict") else None
+    return save_student(model, out, size=size) | {"config": config}

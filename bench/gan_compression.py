@@ -19,7 +19,7 @@ Two tasks:
 2. The whole pipeline (:func:`edgegan.compress.pipeline.run_pipeline`) runs into ``out/pipeline``;
    rerunning skips finished stages and resumes an interrupted one.
 3. Baseline: the searched student architecture (channels from the pipeline's export summary), trained
-   FROM SCRATCH with the plain pix2pix recipe (GAN + lambda_l1 * L1, the teacher's loss settings, no
+   FROM SCRATCH with the plain pix2pix recipe (GAN + lambda_recon * L1, the teacher's loss settings, no
    distillation) into ``out/scratch`` (resumable). Its budget is the fine-tune stage's epochs
    (``finetune.epochs`` + ``finetune.decay_epochs``); the supernet epochs the compressed student also
    profited from are *not* added, so the baseline gets the same number of epochs as the fine-tune.
@@ -133,10 +133,9 @@ def _scratch(cfg: Any, student_cfg: dict[str, Any], a_dir: Path, b_dir: Path, ou
         ndf=ft.ndf,
         n_layers_d=ft.d_layers,
         gan_mode=teacher.gan_mode,
-        lambda_l1=teacher.lambda_l1,
+        lambda_recon=teacher.lambda_recon,
         lr=teacher.lr,
-        beta1=teacher.beta1,
-        beta2=teacher.beta2,
+        betas=teacher.betas,
         epochs=ft.epochs,
         decay_epochs=ft.decay_epochs,
         batch_size=ft.batch_size,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
+import yaml
 from torch import nn
 
 from edgegan import runs
@@ -419,6 +420,24 @@ def test_resume_with_changed_config(tmp_path):
     assert "lr: 0.001" in (tmp_path / "r" / "config.yaml").read_text()
     # Same config resumes silently.
     RunDir(tmp_path / "r", Cfg(lr=1e-3), resume=True)
+
+
+def test_resume_upgrades_a_config_saved_with_old_names(tmp_path):
+    """A recipe that renamed config fields passes ``upgrade``: the old folder resumes and is saved in the new names."""
+    run = RunDir(tmp_path / "r", {"train": {"lambda_l1": 100.0, "lr": 2e-4}})
+    save_checkpoint(run, 1, **small())
+    today = {"train": {"lambda_recon": 100.0, "lr": 2e-4}}
+    with pytest.raises(CheckpointError, match=r"train.lambda_l1: 100.0 -> <absent>"):
+        RunDir(tmp_path / "r", today, resume=True)
+
+    def upgrade(saved):
+        train = {("lambda_recon" if k == "lambda_l1" else k): v for k, v in saved["train"].items()}
+        return {**saved, "train": train}
+
+    assert RunDir(tmp_path / "r", today, resume=True, upgrade=upgrade).resume_step == 1
+    assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text()) == today
+    with pytest.raises(CheckpointError, match=r"train.lr: 0.0002 -> 0.001"):  # a changed value is still refused
+        RunDir(tmp_path / "r", {"train": {"lambda_recon": 100.0, "lr": 1e-3}}, resume=True, upgrade=upgrade)
 
 
 def test_resume_without_checkpoint_starts_fresh(tmp_path):

@@ -131,6 +131,47 @@ def test_resume_skips_finished_scales_and_continues_mid_scale(tmp_path, monkeypa
         prepare_run(_image(), tmp_path / "run", cfg)
 
 
+def test_run_saved_with_beta1_beta2_resumes(tmp_path, caplog):
+    """A run saved when the config spelt Adam's beta1/beta2 (pyramid.json and the scales' config.yaml) loads, and
+    resumes mid-scale, without a config warning, to the same weights as an uninterrupted run."""
+    import yaml
+
+    import edgegan
+
+    cfg = SETGANConfig(mode="serial", **TINY)
+    straight = fit(_image(), tmp_path / "straight", cfg)
+
+    class Killed(Exception):
+        pass
+
+    def crash(i, step, total):
+        if i == 1 and step == 3:  # after scale 1's checkpoint at step 2
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit(_image(), tmp_path / "old", cfg, progress=crash)
+    pyramid = tmp_path / "old" / "pyramid.json"
+    info = json.loads(pyramid.read_text())
+    info["config"]["beta1"], info["config"]["beta2"] = info["config"].pop("betas")
+    pyramid.write_text(json.dumps(info))
+    scale_config = tmp_path / "old" / "work" / "scale_01" / "config.yaml"
+    saved = yaml.safe_load(scale_config.read_text())
+    saved["config"]["beta1"], saved["config"]["beta2"] = saved["config"].pop("betas")
+    scale_config.write_text(yaml.safe_dump(saved))
+
+    assert SETGANConfig.from_dict(info["config"]) == cfg
+    with caplog.at_level("WARNING", logger="edgegan.runs"):
+        run = fit(_image(), tmp_path / "old", cfg, resume=True)
+    assert not [r for r in caplog.records if "changed config" in r.getMessage()]
+    for i in range(3):
+        a, b = edgegan.load(run.scale_dir(i)).state_dict(), edgegan.load(straight.scale_dir(i)).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in b), i
+    with pytest.raises(ConfigError, match="not both"):
+        SETGANConfig.from_dict({"beta1": 0.5, "betas": [0.5, 0.999]})
+    with pytest.raises(ConfigError, match="betas"):
+        SETGANConfig(betas=(0.5, 1.0))
+
+
 def test_samples_have_requested_sizes(serial_run):
     pyr = serial_run.load_pyramid()
     assert pyr.sample(3).shape == (3, 3, 32, 36)

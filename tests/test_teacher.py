@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 import edgegan
@@ -74,10 +75,16 @@ def pairs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def full_run(pairs, tmp_path_factory):
-    """One uninterrupted pix2pix run (3 epochs), shared by several tests."""
+    """One uninterrupted pix2pix run (3 epochs), shared by several tests; ``seen`` records the callbacks."""
     out = tmp_path_factory.mktemp("full") / "run"
-    seen = []
-    summary = train_pix2pix(*pairs, out, tiny_pix2pix(), progress=lambda e, t, m: seen.append((e, t)))
+    seen = {"progress": [], "on_epoch": []}
+    summary = train_pix2pix(
+        *pairs,
+        out,
+        tiny_pix2pix(),
+        progress=lambda *args: seen["progress"].append(args),
+        on_epoch=lambda epoch, metrics: seen["on_epoch"].append((epoch, metrics)),
+    )
     return out, summary, seen
 
 
@@ -88,10 +95,14 @@ def same_weights(a, b):
 
 def test_pix2pix_trains_logs_and_hands_on_the_last_generator(full_run):
     out, summary, seen = full_run
-    assert seen == [(1, 3), (2, 3), (3, 3)]
+    # progress(epoch, batch, batches) after every batch, as in the other recipes; on_epoch with what was logged.
+    batches = seen["progress"][0][2]
+    assert seen["progress"] == [(e, b, batches) for e in (1, 2, 3) for b in range(1, batches + 1)]
     assert summary["epochs"] == 3 and summary["epochs_run"] == 3 and summary["resumed_from"] is None
     log = rows(out)
     assert [r["step"] for r in log] == [1, 2, 3]
+    assert [e for e, _ in seen["on_epoch"]] == [1, 2, 3]
+    assert all(m.items() <= r.items() for (_, m), r in zip(seen["on_epoch"], log, strict=True))
     for r in log:  # PSNR stays in the logs; it just never chooses by default
         assert {"loss_D", "loss_G", "loss_G_GAN", "loss_G_L1", "val_psnr", "val_ssim", "lr"} <= r.keys()
     # The default, as the reference: the last epoch's generator is the one handed on.
@@ -186,13 +197,13 @@ def test_pix2pix_resume_matches_uninterrupted_run(pairs, full_run, tmp_path):
     class Stop(Exception):
         pass
 
-    def stop_after_first(epoch, total, metrics):
+    def stop_after_first(epoch, metrics):
         if epoch == 1:
             raise Stop
 
     out = tmp_path / "run"
     with pytest.raises(Stop):
-        train_pix2pix(*pairs, out, tiny_pix2pix(), progress=stop_after_first)
+        train_pix2pix(*pairs, out, tiny_pix2pix(), on_epoch=stop_after_first)
     assert [r["step"] for r in rows(out)] == [1]
     with pytest.raises(EdgeganError, match="--resume"):
         train_pix2pix(*pairs, out, tiny_pix2pix())  # never overwrites a run silently
@@ -211,16 +222,67 @@ def test_pix2pix_resume_matches_uninterrupted_run(pairs, full_run, tmp_path):
     assert again["epochs_run"] == 0 and again["best_epoch"] == full_summary["best_epoch"]
 
 
+def test_pix2pix_run_saved_with_the_old_names_resumes(pairs, full_run, tmp_path):
+    """A run folder whose config.yaml spells beta1/beta2 and lambda_l1 (as before the recipes agreed on betas and
+    lambda_recon) resumes to the same weights as an uninterrupted run, and is saved again in today's names."""
+    full_out = full_run[0]
+    out, config = tmp_path / "run", tmp_path / "run" / "config.yaml"
+
+    def stop(epoch, metrics):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_pix2pix(*pairs, out, tiny_pix2pix(), on_epoch=stop)
+
+    def respell(**train_changes):
+        saved = yaml.safe_load(config.read_text())
+        train = saved["train"]
+        train["beta1"], train["beta2"] = train.pop("betas")
+        train["lambda_l1"] = train.pop("lambda_recon")
+        train.update(train_changes)
+        config.write_text(yaml.safe_dump(saved, sort_keys=False))
+        return train
+
+    assert {"beta1": 0.5, "beta2": 0.999, "lambda_l1": 100.0}.items() <= respell().items()
+    summary = train_pix2pix(*pairs, out, tiny_pix2pix(), resume=True)
+    assert summary["resumed_from"] == 1 and summary["epochs_run"] == 2
+    for name in ("last_generator", "last_discriminator"):
+        assert same_weights(out / name, full_out / name), name
+    train = yaml.safe_load(config.read_text())["train"]
+    assert train["betas"] == [0.5, 0.999] and train["lambda_recon"] == 100.0
+    assert not {"beta1", "beta2", "lambda_l1"} & train.keys()
+    # A value that differs is still refused, whichever spelling the folder has.
+    respell(lambda_l1=10.0)
+    with pytest.raises(EdgeganError, match="train.lambda_recon: 10.0 -> 100.0"):
+        train_pix2pix(*pairs, out, tiny_pix2pix(), resume=True)
+
+
+def test_configs_load_from_dicts_with_the_old_names():
+    p2p = Pix2PixConfig(lambda_recon=10.0, betas=(0.4, 0.99), epochs=3)
+    old = {k: v for k, v in vars(p2p).items() if k not in ("betas", "lambda_recon")}
+    old |= {"beta1": 0.4, "beta2": 0.99, "lambda_l1": 10.0}
+    assert Pix2PixConfig.from_dict(old) == p2p
+    assert Pix2PixConfig.from_dict({"betas": [0.4, 0.99]}).betas == (0.4, 0.99)  # as read back from YAML/JSON
+    assert CycleGANConfig.from_dict({"beta1": 0.9, "pool_size": 4}) == CycleGANConfig(betas=(0.9, 0.999), pool_size=4)
+    with pytest.raises(ConfigError, match="not both"):
+        Pix2PixConfig.from_dict({"lambda_l1": 1.0, "lambda_recon": 1.0})
+    with pytest.raises(ConfigError, match="unknown option.*lambda_recon"):
+        CycleGANConfig.from_dict({"lambda_l1": 1.0})  # CycleGAN never had it
+    for bad in ((0.5,), (0.5, 1.0), "ab", 0.5):
+        with pytest.raises(ConfigError, match="betas"):
+            Pix2PixConfig(betas=bad)
+
+
 def test_pix2pix_resume_keeps_the_selection_by_a_metric(pairs, tmp_path):
     cfg = tiny_pix2pix(select_by="ssim", generator_options={"ngf": 4, "n_blocks": 1, "residual": True})
     straight = train_pix2pix(*pairs, tmp_path / "straight", cfg)
 
-    def stop(epoch, total, metrics):
+    def stop(epoch, metrics):
         if epoch == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_pix2pix(*pairs, tmp_path / "resumed", cfg, progress=stop)
+        train_pix2pix(*pairs, tmp_path / "resumed", cfg, on_epoch=stop)
     resumed = train_pix2pix(*pairs, tmp_path / "resumed", cfg, resume=True)
     assert resumed["resumed_from"] == 2
     assert (resumed["best_epoch"], resumed["best_metric"]) == (straight["best_epoch"], straight["best_metric"])
@@ -240,10 +302,28 @@ def test_pix2pix_aligned_folder_and_string_options(tmp_path):
     assert "ngf: 4" in saved  # options are stored typed, so the API and the CLI resume alike
 
 
-def test_pix2pix_nan_guard(pairs, tmp_path, monkeypatch):
-    monkeypatch.setattr(teacher, "l1_loss", lambda x, y: torch.tensor(float("nan")))
-    with pytest.raises(NonFiniteError, match="loss_G_L1"):
+def test_nan_guard_names_the_global_step(pairs, tmp_path, monkeypatch):
+    """The message gives the optimizer step counted over the whole run, not the epoch (as every recipe does)."""
+    calls = []
+
+    def l1_nan_on_call_7(x, y):
+        calls.append(1)
+        return torch.tensor(float("nan") if len(calls) == 7 else 0.5)
+
+    monkeypatch.setattr(teacher, "l1_loss", l1_nan_on_call_7)
+    # pix2pix: one L1 per step and 5 training pairs, so step 7 is epoch 2's second batch.
+    with pytest.raises(NonFiniteError, match=r"at step 7: loss_G_L1=nan") as err:
         train_pix2pix(*pairs, tmp_path / "run", tiny_pix2pix())
+    assert "step-00000001" in str(err.value)  # the last good checkpoint: epoch 1's
+
+    # CycleGAN without the identity loss: two L1s (the cycles) per step, 3 steps an epoch; call 7 is step 4.
+    calls.clear()
+    cfg = CycleGANConfig(
+        generator_options=dict(TINY), ndf=4, n_layers_d=1, pool_size=2, load_size=36, crop_size=32, epochs=2,
+        decay_epochs=0, lambda_identity=0.0,
+    )  # fmt: skip
+    with pytest.raises(NonFiniteError, match=r"at step 4: .*loss_cycle=nan"):
+        train_cyclegan(make_unpaired(tmp_path / "data"), tmp_path / "cyc", cfg)
 
 
 def test_cyclegan_one_epoch_writes_generators(tmp_path):
@@ -340,9 +420,16 @@ def test_cli_pix2pix_and_errors(pairs, tmp_path):
     assert "best generator (epoch 1, selected by ssim" in result.output and "best_generator" in result.output
     assert "discriminator: 1 layers, 16x16 patches (auto" in result.output
     assert isinstance(edgegan.load(tmp_path / "run" / "best_generator"), ResnetGenerator)
-    result = runner.invoke(app, ["pix2pix", *args, "--n-layers-d", "2", "--out", str(tmp_path / "run2")])
+    assert "pix2pix epoch 1/1" in result.output and "epoch 1/1  loss_D=" in result.output  # bar, epoch's figures
+    assert "val_ssim=" in result.output
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]
+    assert saved["lambda_recon"] == 100.0 and saved["betas"] == [0.5, 0.999]
+    # --lambda-l1, the older name of --lambda-recon, still works.
+    extra = ["--n-layers-d", "2", "--lambda-l1", "50"]
+    result = runner.invoke(app, ["pix2pix", *args, *extra, "--out", str(tmp_path / "run2")])
     assert result.exit_code == 0, result.output
     assert "selected by last" in result.output and "2 layers, 34x34 patches (--n-layers-d)" in result.output
+    assert yaml.safe_load((tmp_path / "run2" / "config.yaml").read_text())["train"]["lambda_recon"] == 50.0
 
     bad = [
         ["pix2pix", "--a", str(a_dir), "--out", str(tmp_path / "x")],  # no --b
@@ -368,11 +455,11 @@ def test_cyclegan_resume_matches_uninterrupted_run(tmp_path):
     )  # fmt: skip
     train_cyclegan(root, tmp_path / "straight", cfg)
 
-    def stop(epoch, total, metrics):
+    def stop(epoch, metrics):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_cyclegan(root, tmp_path / "resumed", cfg, progress=stop)
+        train_cyclegan(root, tmp_path / "resumed", cfg, on_epoch=stop)
     summary = train_cyclegan(root, tmp_path / "resumed", cfg, resume=True)
     assert summary["resumed_from"] == 1 and summary["epochs_run"] == 1
     for name in ("G_A", "G_B"):

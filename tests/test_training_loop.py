@@ -10,7 +10,7 @@ from edgegan.losses import GANLoss, l1_loss
 from edgegan.models import PatchDiscriminator, ResnetGenerator
 from edgegan.runs import RunDir, check_finite, latest_checkpoint, load_checkpoint, save_checkpoint
 
-CONFIG = {"steps": 6, "lr": 2e-4, "lambda_l1": 100.0, "save_every": 2}
+CONFIG = {"steps": 6, "lr": 2e-4, "lambda_recon": 100.0, "save_every": 2}
 
 
 class Crash(Exception):
@@ -43,7 +43,8 @@ def train(folder, *, resume=False, crash_at=None, nan_at=None, seed=0):
         loss_d.backward()
         opt_d.step()
         # G step
-        loss_g = gan(d(torch.cat([a, fake], 1)), True, for_discriminator=False) + CONFIG["lambda_l1"] * l1_loss(fake, b)
+        loss_g_gan = gan(d(torch.cat([a, fake], 1)), True, for_discriminator=False)
+        loss_g = loss_g_gan + CONFIG["lambda_recon"] * l1_loss(fake, b)
         opt_g.zero_grad()
         loss_g.backward()
         opt_g.step()

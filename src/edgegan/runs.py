@@ -30,7 +30,7 @@ import random
 import re
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +219,10 @@ class RunDir:
     true, so earlier results are never overwritten.  With ``resume`` the saved config must
     match ``config`` (unless ``allow_config_change``), and metric lines logged after the
     checkpoint that will be resumed are dropped so a crash leaves no duplicate steps.
+
+    ``upgrade`` turns a saved config written by an earlier version into today's spelling before the comparison
+    (a recipe that renamed config fields passes one, so old run folders still resume); ``config.yaml`` is then
+    rewritten in today's spelling.
     """
 
     def __init__(
@@ -228,6 +232,7 @@ class RunDir:
         *,
         resume: bool = False,
         allow_config_change: bool = False,
+        upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.path = Path(path)
         self.config: dict[str, Any] = _plain_config(config)
@@ -245,7 +250,7 @@ class RunDir:
                 "pass --resume to continue it or choose another folder"
             )
         if resume and self._has_results():
-            self._check_config(allow_config_change)
+            self._check_config(allow_config_change, upgrade)
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_yaml(self.config_path, self.config)
         if resume:
@@ -263,13 +268,17 @@ class RunDir:
             return False
         return any(p.name == LATEST_FILE or _STEP_DIR_RE.match(p.name) for p in self.checkpoint_dir.iterdir())
 
-    def _check_config(self, allow_change: bool) -> None:
+    def _check_config(
+        self, allow_change: bool, upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    ) -> None:
         if not self.config_path.exists():
             return
         try:
             saved = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise CheckpointError(f"cannot read {self.config_path}: {_one_line(exc)}") from exc
+        if upgrade is not None and isinstance(saved, dict):
+            saved = upgrade(saved)
         diffs = _config_diff(saved, self.config)
         if diffs and not allow_change:
             shown = "; ".join(diffs[:10]) + (f"; and {len(diffs) - 10} more" if len(diffs) > 10 else "")
@@ -713,6 +722,9 @@ def check_finite(
     **losses: Tensor | float,
 ) -> None:
     """Raise :class:`NonFiniteError` naming the losses that are NaN or inf at ``step``.
+
+    ``step`` is the run's global step, counted from 1 over the whole run, never restarting at an epoch
+    (``(epoch - 1) * batches + batch`` in an epoch-based recipe); every recipe passes it so.
 
     ``checkpoint`` (a run, run folder or checkpoint folder) only makes the message say where
     the last good checkpoint is.  Costs one device sync per device for tensor losses.

@@ -5,7 +5,7 @@ with the original papers' objectives and schedules, written so each loop reads t
 one batch, a discriminator step, a generator step.
 
 * :func:`train_pix2pix` -- a generator conditioned on the input image, a conditional PatchGAN that
-  sees ``concat(input, image)``, GAN + lambda * L1 loss. A held-out validation slice is scored with
+  sees ``concat(input, image)``, GAN + ``lambda_recon`` * L1 loss. A held-out validation slice is scored with
   PSNR/SSIM (and LPIPS/FID/KID when ``select_by`` asks for one) after every epoch.
 * :func:`train_cyclegan` -- two ResNet generators ``G_A: A -> B`` and ``G_B: B -> A``, two PatchGANs,
   LSGAN loss, cycle consistency and identity losses, and an :class:`ImagePool` of past fakes for the
@@ -25,13 +25,19 @@ reference's 3 layers (70×70 patches) at crops of 128 px and up and uses fewer a
 (:func:`~edgegan.models.discriminators.patch_layers_for`); the choice is written to ``config.yaml`` under
 ``discriminator`` and returned in the summary.
 
-Both use Adam, a constant learning rate for ``epochs`` epochs and then a linear decay to 0 over
+Both use Adam (``betas``), a constant learning rate for ``epochs`` epochs and then a linear decay to 0 over
 ``decay_epochs`` more (:func:`linear_decay`). After every epoch the losses (and validation metrics)
 are appended to ``metrics.jsonl`` with ``step`` = epoch, and a checkpoint with weights, optimizers,
 schedulers, image pools and RNG states is saved atomically through :mod:`edgegan.runs`; ``resume``
 continues from it and gives the same weights as a run that was never interrupted. All randomness
 (initialisation, shuffling, crops, flips, dropout, the pool) comes from torch's global RNG, which is
 seeded from the config and restored with the checkpoint.
+
+As in the other recipes, ``progress(epoch, batch, batches)`` is called after every batch and the NaN guard
+names the global step (``(epoch - 1) * batches + batch``); ``on_epoch(epoch, metrics)`` is called once an
+epoch is committed, with what was logged for it. The configs spell the Adam and L1 weights as the other recipes
+do (``betas``, ``lambda_recon``); configs saved with the earlier ``beta1``/``beta2`` and ``lambda_l1`` still load
+(:meth:`Pix2PixConfig.from_dict`) and their run folders still resume.
 
 Output folder::
 
@@ -50,7 +56,7 @@ import itertools
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,7 +78,7 @@ from edgegan.compress.distributed import (
     run_on_main,
     wrap_ddp,
 )
-from edgegan.compress.recipe_parts import to01
+from edgegan.compress.recipe_parts import Progress, to01
 from edgegan.data.datasets import PairedDataset, UnpairedDataset, split_validation, subset
 from edgegan.errors import ConfigError
 from edgegan.losses import GANLoss, l1_loss
@@ -85,16 +91,18 @@ __all__ = [
     "GENERATORS",
     "CycleGANConfig",
     "ImagePool",
+    "OnEpoch",
     "Pix2PixConfig",
-    "ProgressFn",
     "linear_decay",
     "train_cyclegan",
     "train_pix2pix",
+    "upgrade_names",
 ]
 
 PathLike = str | os.PathLike[str]
-ProgressFn = Callable[[int, int, dict[str, float]], None]
-"""``progress(epoch, total_epochs, metrics)``, called after each epoch's checkpoint is saved."""
+OnEpoch = Callable[[int, dict[str, float]], None]
+"""``on_epoch(epoch, metrics)``, called after each epoch's checkpoint is saved with the losses, ``lr`` and
+validation scores logged for it."""
 
 GENERATORS: tuple[str, ...] = ("resnet_generator", "unet_generator", "mobile_resnet_generator")
 PIX2PIX_GAN_MODES: tuple[str, ...] = ("hinge", "vanilla", "lsgan")
@@ -119,14 +127,50 @@ def _check_schedule(cfg: Any) -> None:
         raise ConfigError(f"batch_size must be a positive int, got {cfg.batch_size!r}")
     if not cfg.lr > 0:
         raise ConfigError(f"lr must be positive, got {cfg.lr!r}")
-    for name in ("beta1", "beta2"):
-        if not 0.0 <= getattr(cfg, name) < 1.0:
-            raise ConfigError(f"{name} must be in [0, 1), got {getattr(cfg, name)!r}")
+    try:
+        cfg.betas = tuple(float(b) for b in cfg.betas)
+    except (TypeError, ValueError):
+        raise ConfigError(f"betas must be two numbers in [0, 1), got {cfg.betas!r}") from None
+    if len(cfg.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.betas):
+        raise ConfigError(f"betas must be two numbers in [0, 1), got {cfg.betas!r}")
     if not isinstance(cfg.generator_options, dict):
         raise ConfigError(f"generator_options must be a dict, got {type(cfg.generator_options).__name__}")
     n = cfg.n_layers_d
     if n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ConfigError(f"n_layers_d must be a positive int or 'auto', got {n!r}")
+
+
+def upgrade_names(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved teacher config in today's spelling: ``beta1``/``beta2`` become ``betas`` and ``lambda_l1``
+    becomes ``lambda_recon`` (the names the other recipes use); ConfigError if a dict has both spellings."""
+    out = dict(data)
+    if "beta1" in out or "beta2" in out:
+        if "betas" in out:
+            raise ConfigError("give betas, or the older beta1/beta2, not both")
+        default = Pix2PixConfig.betas
+        out["betas"] = [out.pop("beta1", default[0]), out.pop("beta2", default[1])]
+    if "lambda_l1" in out:
+        if "lambda_recon" in out:
+            raise ConfigError("give lambda_recon, or its older name lambda_l1, not both")
+        out["lambda_recon"] = out.pop("lambda_l1")
+    return out
+
+
+def _upgrade_run_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A teacher run's saved ``config.yaml`` with its ``train`` section in today's spelling (for RunDir)."""
+    if isinstance(saved.get("train"), Mapping):
+        return {**saved, "train": upgrade_names(saved["train"])}
+    return saved
+
+
+def _from_dict(cls: Any, data: Mapping[str, Any]) -> Any:
+    kwargs = upgrade_names(data)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(kwargs) - names)
+    if unknown:
+        valid = ", ".join(sorted(names))
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for {cls.__name__}; valid: {valid}")
+    return cls(**kwargs)
 
 
 def d_layers(cfg: Any) -> int:
@@ -148,10 +192,9 @@ class Pix2PixConfig:
     ndf: int = 64
     n_layers_d: int | str = "auto"
     gan_mode: str = "hinge"
-    lambda_l1: float = 100.0
+    lambda_recon: float = 100.0  # weight of the L1 loss to the target (pix2pix's lambda_L1)
     lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
+    betas: tuple[float, float] = (0.5, 0.999)
     epochs: int = 100
     decay_epochs: int = 100
     batch_size: int = 1
@@ -168,9 +211,15 @@ class Pix2PixConfig:
         if self.gan_mode not in PIX2PIX_GAN_MODES:
             raise ConfigError(f"gan_mode must be one of {', '.join(PIX2PIX_GAN_MODES)}, got {self.gan_mode!r}")
         check_metric(self.select_by, "select_by", SELECT_BY)
-        if not self.lambda_l1 >= 0:
-            raise ConfigError(f"lambda_l1 must be >= 0, got {self.lambda_l1!r}")
+        if not self.lambda_recon >= 0:
+            raise ConfigError(f"lambda_recon must be >= 0, got {self.lambda_recon!r}")
         _check_schedule(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Pix2PixConfig:
+        """Rebuild a saved config (``config.yaml``'s ``train`` section, ``pipeline.json``'s ``teacher``); the
+        earlier names ``beta1``/``beta2`` and ``lambda_l1`` are accepted (:func:`upgrade_names`)."""
+        return _from_dict(cls, data)
 
 
 @dataclass
@@ -191,8 +240,7 @@ class CycleGANConfig:
     lambda_identity: float = 0.5
     pool_size: int = 50
     lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
+    betas: tuple[float, float] = (0.5, 0.999)
     epochs: int = 100
     decay_epochs: int = 100
     batch_size: int = 1
@@ -211,6 +259,11 @@ class CycleGANConfig:
         if isinstance(self.pool_size, bool) or not isinstance(self.pool_size, int) or self.pool_size < 0:
             raise ConfigError(f"pool_size must be a non-negative int, got {self.pool_size!r}")
         _check_schedule(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CycleGANConfig:
+        """Rebuild a saved config (``config.yaml``'s ``train`` section); ``beta1``/``beta2`` are accepted."""
+        return _from_dict(cls, data)
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -287,7 +340,7 @@ def _typed_options(arch: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _adam(params: Iterable[nn.Parameter], cfg: Any) -> torch.optim.Adam:
-    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
 
 
 def _scheduler(opt: torch.optim.Optimizer, cfg: Any) -> torch.optim.lr_scheduler.LambdaLR:
@@ -382,7 +435,8 @@ def train_pix2pix(
     *,
     data_root: PathLike | None = None,
     resume: bool = False,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
+    on_epoch: OnEpoch | None = None,
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Train a pix2pix teacher on pairs matched by file stem in ``a_dir``/``b_dir`` (or on aligned
@@ -446,7 +500,7 @@ def train_pix2pix(
         "discriminator": d_info,
     }
     # Only the main rank owns the run folder; every rank restores the checkpoint on resume.
-    run = run_on_main(lambda: RunDir(out, run_config, resume=resume), dist_info)
+    run = run_on_main(lambda: RunDir(out, run_config, resume=resume, upgrade=_upgrade_run_config), dist_info)
     run_ref = run if run is not None else out  # where the last good checkpoint is, for error messages
     if main:
         _log_d(d_info, cfg.crop_size)
@@ -463,12 +517,12 @@ def train_pix2pix(
 
     G.train()
     D.train()
+    batches = len(train_loader)  # this rank's share under torchrun
     for epoch in range(start_epoch + 1, total_epochs + 1):
         if sampler is not None:
             sampler.set_epoch(epoch)
         totals = {"loss_D": 0.0, "loss_G": 0.0, "loss_G_GAN": 0.0, "loss_G_L1": 0.0}
-        n_batches = 0
-        for batch in train_loader:
+        for i, batch in enumerate(train_loader):
             real_a, real_b = batch["A"].to(device), batch["B"].to(device)
             fake_b = G_train(real_a)
 
@@ -485,24 +539,20 @@ def train_pix2pix(
             # is used (no DDP gradient sync to wait for).
             _requires_grad(D, False)
             loss_g_gan = gan_loss(D(torch.cat([real_a, fake_b], 1)), True, for_discriminator=False)
-            loss_g_l1 = cfg.lambda_l1 * l1_loss(fake_b, real_b)
+            loss_g_l1 = cfg.lambda_recon * l1_loss(fake_b, real_b)
             loss_g = loss_g_gan + loss_g_l1
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
 
-            check_finite(
-                epoch,
-                checkpoint=run_ref,
-                loss_D=loss_d,
-                loss_G_GAN=loss_g_gan,
-                loss_G_L1=loss_g_l1,
-            )
+            step = (epoch - 1) * batches + i + 1
+            check_finite(step, checkpoint=run_ref, loss_D=loss_d, loss_G_GAN=loss_g_gan, loss_G_L1=loss_g_l1)
             totals["loss_D"] += loss_d.item()
             totals["loss_G"] += loss_g.item()
             totals["loss_G_GAN"] += loss_g_gan.item()
             totals["loss_G_L1"] += loss_g_l1.item()
-            n_batches += 1
+            if progress is not None and main:
+                progress(epoch, i + 1, batches)
         _requires_grad(D, True)
         lr = opt_g.param_groups[0]["lr"]  # the rate this epoch trained with
         sched_g.step()
@@ -510,7 +560,7 @@ def train_pix2pix(
 
         # Validation, logging, model folders, then the checkpoint (the commit point of the epoch).
         # Losses are averaged over ranks; the main rank validates and every rank takes its result.
-        metrics = {k: all_reduce_mean(v, dist_info) for k, v in _mean(totals, n_batches).items()}
+        metrics = {k: all_reduce_mean(v, dist_info) for k, v in _mean(totals, batches).items()}
         metrics["lr"] = lr
         if val_loader is not None:
             scores = _validate(G, val_loader, device, scorer, cfg.select_by) if main else {}
@@ -534,8 +584,8 @@ def train_pix2pix(
                 extra={"best_epoch": best_epoch, "best_metric": best_metric},
                 keep=KEEP_CHECKPOINTS,
             )
-            if progress is not None:
-                progress(epoch, total_epochs, metrics)
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
         barrier(dist_info)  # the other ranks wait until the epoch is committed
 
     return {
@@ -563,7 +613,8 @@ def train_cyclegan(
     cfg: CycleGANConfig | None = None,
     *,
     resume: bool = False,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
+    on_epoch: OnEpoch | None = None,
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Train CycleGAN teachers on ``root/trainA`` and ``root/trainB``; see the module docs.
@@ -604,7 +655,7 @@ def train_cyclegan(
 
     d_info = _describe_d(cfg)
     run_config = {"recipe": "cyclegan", "data": {"root": _resolved(root)}, "train": cfg, "discriminator": d_info}
-    run = RunDir(out, run_config, resume=resume)
+    run = RunDir(out, run_config, resume=resume, upgrade=_upgrade_run_config)
     _log_d(d_info, cfg.crop_size)
     ckpt = load_checkpoint(run, **state) if resume else None
     start_epoch = ckpt.step if ckpt else 0
@@ -616,10 +667,10 @@ def train_cyclegan(
 
     for net in (G_A, G_B, D_A, D_B):
         net.train()
+    batches = len(loader)
     for epoch in range(start_epoch + 1, total_epochs + 1):
         totals = dict.fromkeys(("loss_D_A", "loss_D_B", "loss_G_A", "loss_G_B", "loss_cycle", "loss_idt"), 0.0)
-        n_batches = 0
-        for batch in loader:
+        for i, batch in enumerate(loader):
             real_a, real_b = batch["A"].to(device), batch["B"].to(device)
             fake_b = G_A(real_a)
             rec_a = G_B(fake_b)
@@ -659,10 +710,11 @@ def train_cyclegan(
                 "loss_cycle": loss_cycle,
                 "loss_idt": loss_idt,
             }
-            check_finite(epoch, checkpoint=run, **losses)
+            check_finite((epoch - 1) * batches + i + 1, checkpoint=run, **losses)
             for name, value in losses.items():
                 totals[name] += value.item()
-            n_batches += 1
+            if progress is not None:
+                progress(epoch, i + 1, batches)
         _requires_grad(D_A, True)
         _requires_grad(D_B, True)
         lr = opt_g.param_groups[0]["lr"]
@@ -671,7 +723,7 @@ def train_cyclegan(
 
         # No ground truth: keep the latest generators, or the pair whose outputs are nearest the other
         # domain's validation images (valA/valB, held out by the user; never the test folders) by FID/KID (select_by).
-        metrics = {**_mean(totals, n_batches), "lr": lr}
+        metrics = {**_mean(totals, batches), "lr": lr}
         score = None
         if scorer is not None:
             metrics.update(scorer(G_A, G_B))
@@ -688,8 +740,8 @@ def train_cyclegan(
         save_checkpoint(
             run, epoch, **state, extra={"best_epoch": best_epoch, "best_metric": best_metric}, keep=KEEP_CHECKPOINTS
         )
-        if progress is not None:
-            progress(epoch, total_epochs, metrics)
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
 
     return {
         "run": str(out),

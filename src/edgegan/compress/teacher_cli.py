@@ -3,49 +3,29 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from edgegan.cli_options import TeacherTraining, shared, with_shared_options
 from edgegan.errors import ConfigError
+from edgegan.progress import RunBar
 from edgegan.runs import check_device
 
 app = typer.Typer(help="Train teacher generators: pix2pix (paired) and CycleGAN (unpaired).", no_args_is_help=True)
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 132)
 
 
-class EpochBar:
-    """A rich progress bar over epochs; pass the instance as the recipes' ``progress`` callback."""
+def _show_epochs(bar: RunBar) -> Callable[[int, dict[str, float]], None]:
+    """A recipe's ``on_epoch`` that prints each epoch's losses and validation scores above ``bar``."""
 
-    def __init__(self, title: str) -> None:
-        self.title = title
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        self.task: Any = None
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        bar.epoch_done(epoch, {k: v for k, v in metrics.items() if k.startswith(("loss_D", "loss_G", "val_"))})
 
-    def __call__(self, epoch: int, total: int, metrics: dict[str, float]) -> None:
-        shown = "  ".join(f"{k}={v:.3g}" for k, v in metrics.items() if k.startswith(("loss_D", "loss_G", "val_")))
-        if self.task is None:
-            self.task = self.progress.add_task(self.title, total=total)
-        self.progress.update(self.task, completed=epoch, total=total, description=f"{self.title} epoch {epoch}")
-        self.progress.console.print(f"epoch {epoch}/{total}  {shown}")
-
-    def __enter__(self) -> EpochBar:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+    return on_epoch
 
 
 def _check_folder(path: Path | None, flag: str) -> None:
@@ -67,7 +47,9 @@ def pix2pix_cmd(
     data_root: Path | None = typer.Option(None, "--data-root", help="Instead of --a/--b: aligned A|B images."),
     out: Path = typer.Option(..., "--out", help="Run folder."),
     generator: str = typer.Option("resnet_generator", help="resnet_generator or unet_generator."),
-    lambda_l1: float = typer.Option(100.0, help="Weight of the L1 loss."),
+    lambda_recon: float = typer.Option(
+        100.0, "--lambda-recon", "--lambda-l1", help="Weight of the L1 loss to the target (--lambda-l1: older name)."
+    ),
     val_fraction: float = typer.Option(0.1, help="Share of the pairs held out for validation."),
     train: TeacherTraining = shared(TeacherTraining),
 ) -> None:
@@ -81,11 +63,17 @@ def pix2pix_cmd(
     for path, flag in ((a, "--a"), (b, "--b"), (data_root, "--data-root")):
         _check_folder(path, flag)
     cfg = Pix2PixConfig(
-        generator=generator.replace("-", "_"), lambda_l1=lambda_l1, val_fraction=val_fraction, **train.config_fields()
+        generator=generator.replace("-", "_"),
+        lambda_recon=lambda_recon,
+        val_fraction=val_fraction,
+        **train.config_fields(),
     )
     dev = check_device(train.device)
-    with EpochBar("pix2pix") as bar:
-        summary = train_pix2pix(a, b, out, cfg, data_root=data_root, resume=train.resume, progress=bar, device=dev)
+    with RunBar("pix2pix", cfg.epochs + cfg.decay_epochs, console) as bar:
+        show = _show_epochs(bar)
+        summary = train_pix2pix(
+            a, b, out, cfg, data_root=data_root, resume=train.resume, progress=bar.update, on_epoch=show, device=dev
+        )
     _print_run(summary)
     chosen = f"epoch {summary['best_epoch']}, selected by {summary['select_by']}"
     if summary["best_metric"] is not None:
@@ -119,8 +107,10 @@ def cyclegan_cmd(
         lambda_cycle=lambda_cycle, lambda_identity=lambda_identity, pool_size=pool_size, **train.config_fields()
     )
     dev = check_device(train.device)
-    with EpochBar("cyclegan") as bar:
-        summary = train_cyclegan(root, out, cfg, resume=train.resume, progress=bar, device=dev)
+    with RunBar("cyclegan", cfg.epochs + cfg.decay_epochs, console) as bar:
+        summary = train_cyclegan(
+            root, out, cfg, resume=train.resume, progress=bar.update, on_epoch=_show_epochs(bar), device=dev
+        )
     _print_run(summary)
     chosen = f"epoch {summary['best_epoch']}, selected by {summary['select_by']}"
     console.print(f"generators ({chosen}): G_A (A->B) {summary['G_A']}, G_B (B->A) {summary['G_B']}")

@@ -34,8 +34,7 @@ class SETGANConfig:
     # Optimisation
     iters: int = 2000
     lr: float = 5e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
+    betas: tuple[float, float] = (0.5, 0.999)  # Adam's: SinGAN's beta1 and 0.999 (older runs saved beta1/beta2)
     lr_drop_at: float = 0.8  # lr x 0.1 after this fraction of the iterations (1600 of 2000)
     d_steps: int = 3
     g_steps: int = 3
@@ -82,6 +81,12 @@ class SETGANConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or not 0.0 < self.lr_drop_at <= 1.0:
             raise ConfigError("lr must be positive and lr_drop_at in (0, 1]")
+        try:
+            self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        except (TypeError, ValueError):
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {self.betas!r}") from None
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
 
     def refresh_step(self) -> int:
         """The iteration after which a ``refresh`` scale switches to generated inputs (1..iters-1)."""
@@ -95,8 +100,22 @@ class SETGANConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SETGANConfig:
+        """Rebuild a saved config (``pyramid.json``); runs saved with ``beta1``/``beta2`` load too."""
+        data = upgrade_names(data)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"unknown SETGAN option(s): {', '.join(unknown)}")
         return cls(**data)
+
+
+def upgrade_names(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved config in today's spelling: ``beta1``/``beta2`` (before every recipe spelt Adam's ``betas``) become
+    ``betas``; ConfigError if both spellings are there."""
+    out = dict(data)
+    if "beta1" in out or "beta2" in out:
+        if "betas" in out:
+            raise ConfigError("give betas, or the older beta1/beta2, not both")
+        default = SETGANConfig.betas
+        out["betas"] = [out.pop("beta1", default[0]), out.pop("beta2", default[1])]
+    return out

@@ -41,7 +41,7 @@ from edgegan.losses import GANLoss, gradient_penalty
 from edgegan.models.singan import SinGANDiscriminator, SinGANGenerator
 from edgegan.registry import load as load_model
 from edgegan.runs import RunDir, check_finite, load_checkpoint, save_checkpoint
-from edgegan.setgan.config import SETGANConfig
+from edgegan.setgan.config import SETGANConfig, upgrade_names
 from edgegan.setgan.pyramid import SETGANPyramid, compute_pyramid, real_pyramid, resize
 from edgegan.setgan.run import SETGANRun
 from edgegan.setgan.schedule import rank_share, scale_costs, schedule
@@ -65,6 +65,11 @@ def _noise(scale: int, size: tuple[int, int], device: torch.device) -> torch.Ten
     if scale == 0:
         return torch.randn(1, 1, *size, device=device).expand(1, 3, *size)
     return torch.randn(1, 3, *size, device=device)
+
+
+def _upgrade_scale(saved: dict[str, Any]) -> dict[str, Any]:
+    """A scale's saved ``config.yaml`` in today's spelling (an older run's ``beta1``/``beta2``)."""
+    return {**saved, "config": upgrade_names(saved["config"])} if isinstance(saved.get("config"), dict) else saved
 
 
 def train_scale(
@@ -91,9 +96,8 @@ def train_scale(
     if init_from is not None:
         g.load_state_dict(init_from[0].state_dict())
         d.load_state_dict(init_from[1].state_dict())
-    betas = (cfg.beta1, cfg.beta2)
-    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=betas)
-    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=betas)
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=cfg.betas)
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=cfg.betas)
     drop = [max(1, round(cfg.lr_drop_at * cfg.iters))]
     sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, milestones=drop, gamma=0.1)
     sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, milestones=drop, gamma=0.1)
@@ -102,7 +106,9 @@ def train_scale(
         "optimizers": {"G": opt_g, "D": opt_d},
         "schedulers": {"G": sched_g, "D": sched_d},
     }
-    log = RunDir(work_dir, {"scale": i, "config": cfg.to_dict()}, resume=True, allow_config_change=True)
+    log = RunDir(
+        work_dir, {"scale": i, "config": cfg.to_dict()}, resume=True, allow_config_change=True, upgrade=_upgrade_scale
+    )
     ckpt = load_checkpoint(log, **objs, map_location=dev)
     start = ckpt.step if ckpt else 0
 

@@ -3,6 +3,7 @@ search LoRA ranks, study the crucial layers, apply an adapter."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgegan.cli_options import option_field, shared, with_shared_options
 from edgegan.errors import ConfigError
 from edgegan.progress import RunBar
 
@@ -32,36 +34,6 @@ def _encoder(spec: str, cache: Path | None = None) -> Any:
     else:
         enc = HFTextEncoder(spec)
     return CachedTextEncoder(enc, cache)
-
-
-def _cfg(
-    *,
-    size: int,
-    ngf: int,
-    batch_size: int,
-    epochs: int,
-    epochs_decay: int,
-    lr: float | None,
-    lora_lr: float | None = None,
-    select_by: str = "last",
-    seed: int,
-) -> Any:
-    """The run's E2GANTrainConfig from the command's options (None: the config's default); bad values are
-    one-line ConfigErrors."""
-    from edgegan.e2gan.train import E2GANTrainConfig
-
-    rates = {k: v for k, v in (("lr", lr), ("lora_lr", lora_lr)) if v is not None}
-    return E2GANTrainConfig(
-        size=size,
-        ngf=ngf,
-        ndf=ngf,
-        batch_size=batch_size,
-        epochs=epochs,
-        epochs_decay=epochs_decay,
-        select_by=select_by,
-        seed=seed,
-        **rates,
-    )
 
 
 def _device(device: str) -> str:
@@ -98,6 +70,39 @@ LR_HELP = "Learning rate of the generator's full weights and the discriminator (
 LORA_LR_HELP = "Learning rate of the LoRA adapters (default 3e-3)."
 SELECT_BY_HELP = "Model to keep: the last epoch's (pix2pix), or the best on the validation pairs by psnr or ssim."
 DEVICE_HELP = "cpu or cuda[:N]."
+
+
+@dataclasses.dataclass
+class E2GANTraining:
+    """The training options every E2GAN training command shares (a command restates one to change its default)."""
+
+    size: int = option_field(256, "--size", help="Images are resized to SIZE x SIZE.")
+    epochs: int = option_field(10, "--epochs", help=EPOCHS_HELP)
+    epochs_decay: int = option_field(10, "--epochs-decay", help=DECAY_HELP)
+    lr: float | None = option_field(None, "--lr", help=LR_HELP)
+    batch_size: int = option_field(1, "--batch-size")
+    text_encoder: str = option_field("default", "--text-encoder", help=ENCODER_HELP)
+    device: str = option_field("cpu", "--device", help=DEVICE_HELP)
+    seed: int = option_field(0, "--seed")
+
+    def config(self, ngf: int, *, lora_lr: float | None = None, select_by: str = "last") -> Any:
+        """The run's E2GANTrainConfig (None: the config's default); bad values are one-line ConfigErrors. Checks
+        the device too."""
+        from edgegan.e2gan.train import E2GANTrainConfig
+
+        self.device = _device(self.device)
+        rates = {k: v for k, v in (("lr", self.lr), ("lora_lr", lora_lr)) if v is not None}
+        return E2GANTrainConfig(
+            size=self.size,
+            ngf=ngf,
+            ndf=ngf,
+            batch_size=self.batch_size,
+            epochs=self.epochs,
+            epochs_decay=self.epochs_decay,
+            select_by=select_by,
+            seed=self.seed,
+            **rates,
+        )
 
 
 @app.command("make-pairs")
@@ -180,6 +185,7 @@ def make_pairs_cmd(
 
 
 @app.command("pretrain")
+@with_shared_options
 def pretrain_cmd(
     pairs: Path = typer.Option(..., "--pairs", help="Pairs folder from make-pairs."),
     concept: list[str] = typer.Option(
@@ -188,39 +194,22 @@ def pretrain_cmd(
     out: Path = typer.Option(..., "--out"),
     pick: int | None = typer.Option(None, "--pick", help="Choose N base concepts by K-means over image embeddings."),
     image_encoder: str = typer.Option("stats", "--image-encoder", help="For --pick: 'stats' or a CLIP folder."),
-    size: int = typer.Option(256, "--size"),
-    epochs: int = typer.Option(10, "--epochs", help=EPOCHS_HELP),
-    epochs_decay: int = typer.Option(10, "--epochs-decay", help=DECAY_HELP),
-    lr: float | None = typer.Option(None, "--lr", help=LR_HELP),
     ngf: int = typer.Option(64, "--ngf"),
-    batch_size: int = typer.Option(1, "--batch-size"),
     select_by: str = typer.Option("last", "--select-by", help=SELECT_BY_HELP),
-    text_encoder: str = typer.Option("default", "--text-encoder", help=ENCODER_HELP),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
     resume: bool = typer.Option(False, "--resume"),
-    seed: int = typer.Option(0, "--seed"),
+    train: E2GANTraining = shared(E2GANTraining),
 ) -> None:
     """Train the multi-concept base generator (3RB+1TB)."""
     from edgegan.e2gan.train import pretrain
 
-    device = _device(device)
-    cfg = _cfg(
-        size=size,
-        ngf=ngf,
-        batch_size=batch_size,
-        epochs=epochs,
-        epochs_decay=epochs_decay,
-        lr=lr,
-        select_by=select_by,
-        seed=seed,
-    )
+    cfg = train.config(ngf, select_by=select_by)
     if pick is not None:
-        concept = _pick(pairs, concept, pick, image_encoder, seed)
+        concept = _pick(pairs, concept, pick, image_encoder, train.seed)
     elif not concept:
         raise ConfigError("give --concept NAME (repeatable) or --pick N")
-    enc = _encoder(text_encoder, out / "text_cache")
+    enc = _encoder(train.text_encoder, out / "text_cache")
     with _bar("pretrain", cfg.total_epochs) as bar:
-        s = pretrain(pairs, concept, out, cfg, enc, resume=resume, device=device, progress=bar.update)
+        s = pretrain(pairs, concept, out, cfg, enc, resume=resume, device=train.device, progress=bar.update)
     console.print(f"base model: {s['base']} ({s['params']:,} params); {_picked(s)}; {s['train_seconds']:.1f} s")
 
 
@@ -254,6 +243,7 @@ def _parse_ranks(spec: str, base: Path) -> dict[str, int] | None:
 
 
 @app.command("finetune")
+@with_shared_options
 def finetune_cmd(
     base: Path = typer.Option(..., "--base", help="The pretrain run folder's base/ model."),
     pairs: Path = typer.Option(..., "--pairs"),
@@ -265,39 +255,24 @@ def finetune_cmd(
     full: bool = typer.Option(False, "--full", help="Fine-tune every weight instead of LoRA."),
     select: int | None = typer.Option(None, "--select", help="Keep N training pairs (K-means nearest-to-centre)."),
     selection: str = typer.Option("kmeans", "--selection", help="kmeans or random."),
-    size: int = typer.Option(256, "--size"),
-    epochs: int = typer.Option(10, "--epochs", help=EPOCHS_HELP),
-    epochs_decay: int = typer.Option(10, "--epochs-decay", help=DECAY_HELP),
-    lr: float | None = typer.Option(
-        None,
-        "--lr",
-        help="Learning rate of the discriminator and, with --full, of every generator weight (default 2e-4).",
-    ),
     lora_lr: float | None = typer.Option(None, "--lora-lr", help=LORA_LR_HELP),
-    batch_size: int = typer.Option(1, "--batch-size"),
     select_by: str = typer.Option("last", "--select-by", help=SELECT_BY_HELP),
-    text_encoder: str = typer.Option("default", "--text-encoder", help=ENCODER_HELP),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
     resume: bool = typer.Option(False, "--resume"),
-    seed: int = typer.Option(0, "--seed"),
+    train: E2GANTraining = shared(
+        E2GANTraining,
+        lr=typer.Option(
+            None,
+            "--lr",
+            help="Learning rate of the discriminator and, with --full, of every generator weight (default 2e-4).",
+        ),
+    ),
 ) -> None:
     """Adapt the base model to a new concept; LoRA adapters on the crucial layers by default."""
     import edgegan
     from edgegan.e2gan.train import finetune
 
-    device = _device(device)
-    cfg = _cfg(
-        size=size,
-        ngf=edgegan.load(base).config.ngf,
-        batch_size=batch_size,
-        epochs=epochs,
-        epochs_decay=epochs_decay,
-        lr=lr,
-        lora_lr=lora_lr,
-        select_by=select_by,
-        seed=seed,
-    )
-    enc = _encoder(text_encoder, out / "text_cache")
+    cfg = train.config(edgegan.load(base).config.ngf, lora_lr=lora_lr, select_by=select_by)
+    enc = _encoder(train.text_encoder, out / "text_cache")
     ranks = None if full else _parse_ranks(lora, base)
     with _bar("finetune", cfg.total_epochs) as bar:
         s = finetune(
@@ -312,7 +287,7 @@ def finetune_cmd(
             select=select,
             selection=selection,
             resume=resume,
-            device=device,
+            device=train.device,
             progress=bar.update,
         )
     if s.get("feature_spread"):
@@ -326,6 +301,7 @@ def finetune_cmd(
 
 
 @app.command("rank-search")
+@with_shared_options
 def rank_search_cmd(
     base: Path = typer.Option(..., "--base"),
     pairs: Path = typer.Option(..., "--pairs"),
@@ -338,33 +314,20 @@ def rank_search_cmd(
     min_margin: float = typer.Option(
         0.05, "--min-margin", help="dB floor of the margin (rank-1 seed-to-seed PSNR noise) a larger rank must beat."
     ),
-    size: int = typer.Option(256, "--size"),
-    epochs: int = typer.Option(4, "--epochs", help=EPOCHS_HELP + " Every rank is a fresh adapter on this schedule."),
-    epochs_decay: int = typer.Option(4, "--epochs-decay", help=DECAY_HELP),
-    lr: float | None = typer.Option(None, "--lr", help=LR_HELP),
     lora_lr: float | None = typer.Option(None, "--lora-lr", help=LORA_LR_HELP),
-    batch_size: int = typer.Option(1, "--batch-size"),
-    text_encoder: str = typer.Option("default", "--text-encoder", help=ENCODER_HELP),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
-    seed: int = typer.Option(0, "--seed"),
+    train: E2GANTraining = shared(
+        E2GANTraining,
+        epochs=typer.Option(4, "--epochs", help=EPOCHS_HELP + " Every rank is a fresh adapter on this schedule."),
+        epochs_decay=typer.Option(4, "--epochs-decay", help=DECAY_HELP),
+    ),
 ) -> None:
     """Search LoRA ranks for the crucial layers over sampled concepts; writes OUT/ranks.json (rerun to resume)."""
     import edgegan
     from edgegan.e2gan.train import rank_search
     from edgegan.fileio import atomic_write_json
 
-    device = _device(device)
-    cfg = _cfg(
-        size=size,
-        ngf=edgegan.load(base).config.ngf,
-        batch_size=batch_size,
-        epochs=epochs,
-        epochs_decay=epochs_decay,
-        lr=lr,
-        lora_lr=lora_lr,
-        seed=seed,
-    )
-    enc = _encoder(text_encoder, out / "text_cache")
+    cfg = train.config(edgegan.load(base).config.ngf, lora_lr=lora_lr)
+    enc = _encoder(train.text_encoder, out / "text_cache")
     rec = rank_search(
         base,
         pairs,
@@ -375,7 +338,7 @@ def rank_search_cmd(
         max_rank=max_rank,
         max_params=max_params,
         min_margin_db=min_margin,
-        device=device,
+        device=train.device,
         progress=lambda msg: console.print(f"training {msg} ({_plural(cfg.total_epochs, 'epoch')})"),
     )
     for name, c in rec["concepts"].items():
@@ -396,40 +359,28 @@ def rank_search_cmd(
 
 
 @app.command("layer-study")
+@with_shared_options
 def layer_study_cmd(
     base: Path = typer.Option(..., "--base"),
     pairs: Path = typer.Option(..., "--pairs"),
     concept: str = typer.Option(..., "--concept"),
     out: Path = typer.Option(..., "--out"),
-    size: int = typer.Option(256, "--size"),
-    epochs: int = typer.Option(5, "--epochs", help=EPOCHS_HELP),
-    epochs_decay: int = typer.Option(5, "--epochs-decay", help=DECAY_HELP),
-    lr: float | None = typer.Option(None, "--lr", help=LR_HELP),
-    batch_size: int = typer.Option(1, "--batch-size"),
     select_by: str = typer.Option("last", "--select-by", help=SELECT_BY_HELP),
-    text_encoder: str = typer.Option("default", "--text-encoder", help=ENCODER_HELP),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
     resume: bool = typer.Option(False, "--resume"),
-    seed: int = typer.Option(0, "--seed"),
+    train: E2GANTraining = shared(
+        E2GANTraining,
+        epochs=typer.Option(5, "--epochs", help=EPOCHS_HELP),
+        epochs_decay=typer.Option(5, "--epochs-decay", help=DECAY_HELP),
+    ),
 ) -> None:
     """Freeze each part (sampling layers, transformer block, residual blocks, first and last convs) in turn;
     report quality and size."""
     import edgegan
     from edgegan.e2gan.train import layer_study
 
-    device = _device(device)
-    cfg = _cfg(
-        size=size,
-        ngf=edgegan.load(base).config.ngf,
-        batch_size=batch_size,
-        epochs=epochs,
-        epochs_decay=epochs_decay,
-        lr=lr,
-        select_by=select_by,
-        seed=seed,
-    )
-    enc = _encoder(text_encoder, out / "text_cache")
-    rec = layer_study(base, pairs, concept, out, cfg, enc, resume=resume, device=device)
+    cfg = train.config(edgegan.load(base).config.ngf, select_by=select_by)
+    enc = _encoder(train.text_encoder, out / "text_cache")
+    rec = layer_study(base, pairs, concept, out, cfg, enc, resume=resume, device=train.device)
     t = Table(title=f"layer study: {concept} ({_plural(cfg.total_epochs, 'epoch')}, selected by {cfg.select_by})")
     for col in ("frozen", "trainable params", "val PSNR", "val SSIM"):
         t.add_column(col, justify="right")

@@ -370,9 +370,24 @@ def test_resumed_training_equals_an_uninterrupted_run(pairs, tmp_path):
     assert not (tmp_path / "whole" / "best_generator.safetensors").exists()  # "last" needs no copy
 
 
+def test_a_run_saved_with_the_old_loss_weight_name_resumes(pairs, tmp_path):
+    cfg = E2GANTrainConfig(**TINY, epochs=1, epochs_decay=2, batch_size=2, select_by="last")
+    whole_g, _ = _run(pairs, tmp_path / "whole", cfg)
+    _run(pairs, tmp_path / "part", cfg, stop_after=1)
+    saved = tmp_path / "part" / "config.yaml"
+    saved.write_text(saved.read_text().replace("lambda_recon:", "lambda_l1:"))  # as runs saved before the rename
+    part_g, _ = _run(pairs, tmp_path / "part", cfg, resume=True, init_seed=7)
+    assert all(torch.equal(v, part_g.state_dict()[k]) for k, v in whole_g.state_dict().items())
+    assert "lambda_recon: 100.0" in saved.read_text() and "lambda_l1" not in saved.read_text()
+    # a weight that really differs is still refused
+    saved.write_text(saved.read_text().replace("lambda_recon: 100.0", "lambda_l1: 10.0"))
+    with pytest.raises(CheckpointError, match="lambda_recon"):
+        _run(pairs, tmp_path / "part", cfg, resume=True)
+
+
 def test_training_selected_by_psnr_ends_on_the_best_epoch(pairs, tmp_path):
     # The GAN loss alone at a high rate: validation PSNR falls after the first epoch, so the pick is not the last.
-    cfg = E2GANTrainConfig(**TINY, epochs=1, epochs_decay=2, batch_size=2, select_by="psnr", lr=2e-3, lambda_l1=0.0)
+    cfg = E2GANTrainConfig(**TINY, epochs=1, epochs_decay=2, batch_size=2, select_by="psnr", lr=2e-3, lambda_recon=0.0)
     snaps: dict = {}
     g, r = _run(pairs, tmp_path / "whole", cfg, snapshots=snaps)
     best = max(r["history"], key=lambda h: h["val_psnr"])

@@ -99,7 +99,7 @@ class E2GANTrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     epochs: int = 10
     epochs_decay: int = 10
-    lambda_l1: float = 100.0
+    lambda_recon: float = 100.0  # the L1 term's weight (pix2pix's lambda_L1; runs saved before say lambda_l1)
     gan_mode: str = "hinge"
     ndf: int = 64
     d_layers: int = 3
@@ -297,7 +297,7 @@ def train_loop(
         "optimizers": {"G": opt_g, "D": opt_d},
         "schedulers": {"G": sched_g, "D": sched_d},
     }
-    run = RunDir(out, {"e2gan": cfg.to_dict(), **(run_info or {})}, resume=resume)
+    run = RunDir(out, {"e2gan": cfg.to_dict(), **(run_info or {})}, resume=resume, upgrade=_upgrade_run_config)
     ckpt = load_checkpoint(run, **objs, map_location=device)
     state: dict[str, Any] = {"history": [], "best": None, "best_epoch": None, "seconds": 0.0}
     if ckpt is not None and isinstance(ckpt.extra, dict):
@@ -340,7 +340,7 @@ def train_loop(
             loss_gan = gan(discriminator(torch.cat([x, fake], 1)), True, for_discriminator=False)
             loss_l1 = F.l1_loss(fake, y)
             opt_g.zero_grad(set_to_none=True)
-            (loss_gan + cfg.lambda_l1 * loss_l1).backward()
+            (loss_gan + cfg.lambda_recon * loss_l1).backward()
             opt_g.step()
 
             check_finite((epoch - 1) * batches + b + 1, checkpoint=run, d=loss_d, g_gan=loss_gan, l1=loss_l1)
@@ -387,6 +387,15 @@ def train_loop(
         "train_seconds": state["seconds"],
         "trainable": sum(p.numel() for p in params),
     }
+
+
+def _upgrade_run_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved ``config.yaml`` in today's spelling: ``lambda_l1`` became ``lambda_recon`` (for RunDir)."""
+    cfg = saved.get("e2gan")
+    if isinstance(cfg, dict) and "lambda_l1" in cfg and "lambda_recon" not in cfg:
+        cfg = {("lambda_recon" if k == "lambda_l1" else k): v for k, v in cfg.items()}
+        return {**saved, "e2gan": cfg}
+    return saved
 
 
 def build_discriminator(cfg: E2GANTrainConfig) -> PatchDiscriminator:

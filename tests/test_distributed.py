@@ -152,7 +152,7 @@ PIX2PIX_SCRIPT = """
     info = D.init_distributed("cpu")  # the group train_pix2pix joined
     G = next(m for arch, m in built if arch == "resnet_generator")
     with open(f"{hashes}/rank{info.rank}.json", "w") as f:
-        json.dump({"hash": state_hash(G), "summary": summary, "world_size": info.world_size}, f)
+        json.dump({"hash": state_hash(G), "summary": summary.to_dict(), "world_size": info.world_size}, f)
     D.cleanup(info)
 """
 

@@ -14,6 +14,7 @@ from edgegan.compress.pipeline import (
     PRESETS,
     STAGES,
     PipelineConfig,
+    PipelineResult,
     preset,
     resolve_budget,
     run_pipeline,
@@ -92,6 +93,26 @@ def test_tiny_runs_all_stages(full_run):
     # The distilled student is the supernet's full width, so the supernet started as exactly that student.
     student = edgegan.load(run / "distill" / "best_student")
     assert student.config.channels == (8,) * 8
+
+
+def test_the_pipeline_returns_a_typed_result(full_run):
+    """A PipelineResult whose dict view is what run_pipeline returned before; stage summaries are their markers'."""
+    tmp, result, _ = full_run
+    assert type(result) is PipelineResult and result.run == tmp / "run"
+    assert (result.ran, result.skipped) == (list(STAGES), [])
+    assert result.summary == json.loads((tmp / "run" / "export" / "summary.json").read_text())
+    assert result.stages == {stage: stage_done(tmp / "run", stage) for stage in STAGES}
+    assert result.to_dict() == {
+        "run": str(tmp / "run"),
+        "stages": result.stages,
+        "ran": result.ran,
+        "skipped": [],
+        "summary": result.summary,
+    }
+    assert result["run"] == str(tmp / "run") and "summary" in result
+    # The trainers' stage summaries are their results' dicts (the distill stage's with its last history rows).
+    distilled = json.loads((tmp / "run" / "distill" / "summary.json").read_text())
+    assert {k: v for k, v in result.stages["distill"].items() if k != "init"} == distilled
 
 
 def test_a_run_without_the_distill_stage_skips_it(full_run, tmp_path):

@@ -68,6 +68,7 @@ from edgegan.compress.recipe_parts import (
     split_train_val,
     to01,
 )  # json_safe is also imported from here by compress/pipeline.py and ugc/pipeline.py
+from edgegan.compress.results import DistillResult
 from edgegan.compress.supernet import extract_subnet
 from edgegan.data.datasets import DIRECTIONS
 from edgegan.errors import ConfigError
@@ -93,6 +94,7 @@ __all__ = [
     "SELECT_BY",
     "DistillConfig",
     "DistillMapper",
+    "DistillResult",
     "Scorer",
     "better",
     "check_metric",
@@ -554,7 +556,7 @@ def distill(
     resume: bool = False,
     progress: Progress | None = None,
     device: str | torch.device = "cpu",
-) -> dict[str, Any]:
+) -> DistillResult:
     """Distil ``student`` (default ``MobileResnetGenerator(channels=cfg.channels)``) from ``teacher``.
 
     ``data`` yields items with ``"A"`` (input) and, when ``cfg.paired``, ``"B"`` (target); with
@@ -562,7 +564,8 @@ def distill(
     (a fixed seeded slice) are held out for validation. Writes into the run folder ``out``:
     ``config.yaml``, ``metrics.jsonl`` (one line per epoch), ``checkpoints/``, ``last_student/``,
     ``best_student/`` (the student ``cfg.select_by`` picks: the last epoch's by default),
-    ``last_discriminator/`` (all ``edgegan.load``-able) and ``summary.json``; returns the summary.
+    ``last_discriminator/`` (all ``edgegan.load``-able) and ``summary.json``; returns the summary as a
+    :class:`~edgegan.compress.results.DistillResult` (which still reads as the dict returned before).
     The default student starts from the teacher's leading channels (``cfg.student_init``); a given
     ``student`` keeps its weights and is trained in place. The teacher is put in eval mode and never
     updated; ``discriminator`` (the teacher's) is copied, never modified. ``progress(epoch, batch,
@@ -723,30 +726,30 @@ def distill(
         d.save(out / "last_discriminator")
     exported = _export(student)
     selected = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), None)
-    summary = {
-        "run": str(out),
-        "epochs": cfg.total_epochs,
-        "resumed_from": start if ckpt is not None else None,
-        "paired": cfg.paired,
-        "select_by": cfg.select_by,
-        "selection": selection,
-        "best_epoch": state["best_epoch"],
-        "best_score": state["best"],
-        "selected_metrics": selected,
-        "best_student": str(out / "best_student"),
-        "last_student": str(out / "last_student"),
-        "last_discriminator": str(out / "last_discriminator"),
-        "student_init": student_init,
-        "layers": names,
-        "teacher_params": count_params(teacher),
-        "student_params": count_params(exported),
-        "student_channels": list(getattr(exported.config, "channels", None) or []),
-        "history": state["history"],
-    }
+    result = DistillResult(
+        run=out,
+        epochs=cfg.total_epochs,
+        resumed_from=start if ckpt is not None else None,
+        paired=cfg.paired,
+        select_by=cfg.select_by,
+        selection=selection,
+        best_epoch=state["best_epoch"],
+        best_score=state["best"],
+        selected_metrics=selected,
+        best_student=out / "best_student",
+        last_student=out / "last_student",
+        last_discriminator=out / "last_discriminator",
+        student_init=student_init,
+        layers=names,
+        teacher_params=count_params(teacher),
+        student_params=count_params(exported),
+        student_channels=list(getattr(exported.config, "channels", None) or []),
+        history=state["history"],
+    )
     if main:
-        atomic_write_json(out / "summary.json", json_safe(summary))
+        atomic_write_json(out / "summary.json", json_safe(result.to_dict()))
     barrier(dist_info)
-    return summary
+    return result
 
 
 def _residual_like(t_cfg: Any) -> dict[str, bool]:
@@ -807,7 +810,7 @@ def distill_from_folders(
     resume: bool = False,
     progress: Progress | None = None,
     device: str | torch.device = "cpu",
-) -> dict[str, Any]:
+) -> DistillResult:
     """:func:`distill` with the teacher (and optionally its discriminator) loaded from model folders, and the
     images read by :func:`~edgegan.compress.recipe_parts.load_from_folders` (``b_dir`` may be None for unpaired data).
     """

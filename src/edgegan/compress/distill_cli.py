@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -14,6 +14,9 @@ from edgegan.cli_options import DistillInputs, DistillTraining, shared, with_sha
 from edgegan.errors import ConfigError
 from edgegan.progress import RunBar
 from edgegan.runs import check_device
+
+if TYPE_CHECKING:
+    from edgegan.compress.results import DistillResult
 
 app = typer.Typer(help="GAN Compression: distil a compact student generator from a teacher.", no_args_is_help=True)
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 132)
@@ -28,12 +31,12 @@ def _fmt(value: Any, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
-    t = Table(title=f"distillation, {summary['epochs']} epochs ({'paired' if summary['paired'] else 'pseudo-pairs'})")
+def _print_summary(result: DistillResult) -> None:
+    t = Table(title=f"distillation, {result.epochs} epochs ({'paired' if result.paired else 'pseudo-pairs'})")
     cols = ("epoch", "lr", "g_gan", "recon", "distill", "d", "SSIM vs target", "PSNR vs target", "PSNR vs teacher")
     for col in cols:
         t.add_column(col, justify="right")
-    for row in summary["history"]:
+    for row in result.history:
         t.add_row(
             str(row["epoch"]),
             f"{row['lr']:.2e}",
@@ -46,17 +49,17 @@ def _print_summary(summary: dict[str, Any]) -> None:
             _fmt(row.get("val_psnr_teacher")),
         )
     console.print(t)
-    last = summary["history"][-1] if summary["history"] else {}
-    init = summary.get("student_init") or {}
+    last = result.history[-1] if result.history else {}
+    init = result.student_init or {}
     start = "the teacher's leading channels" if init.get("from") == "teacher" else f"{init.get('from')} weights"
     console.print(
-        f"student {summary['student_params']:,} params ({'_'.join(map(str, summary['student_channels']))}, "
-        f"from {start}) vs teacher {summary['teacher_params']:,}; teacher vs target: "
+        f"student {result.student_params:,} params ({'_'.join(map(str, result.student_channels))}, "
+        f"from {start}) vs teacher {result.teacher_params:,}; teacher vs target: "
         f"PSNR {_fmt(last.get('teacher_val_psnr'))} dB, SSIM {_fmt(last.get('teacher_val_ssim'), '.4f')}"
     )
-    chosen = f"epoch {summary['best_epoch']}, select by {summary['select_by']}"
-    console.print(f"student handed on ({chosen}): {summary['best_student']}")
-    console.print(f"last student: {summary['last_student']}")
+    chosen = f"epoch {result.best_epoch}, select by {result.select_by}"
+    console.print(f"student handed on ({chosen}): {result.best_student}")
+    console.print(f"last student: {result.last_student}")
 
 
 @app.command("distill")
@@ -93,7 +96,7 @@ def distill_cmd(
     bar = RunBar("distilling", cfg.total_epochs, console)
 
     with bar:
-        summary = distill_from_folders(
+        result = distill_from_folders(
             inputs.teacher,
             inputs.a,
             inputs.b,
@@ -105,7 +108,7 @@ def distill_cmd(
             progress=bar.update,
             device=train.device,
         )
-    _print_summary(summary)
+    _print_summary(result)
 
 
 def _print_pipeline_summary(summary: dict[str, Any]) -> None:
@@ -177,7 +180,7 @@ def run_cmd(
     result = run_pipeline(
         a, b, out, cfg, teacher_dir=teacher, until=until, only=stage, progress=progress, device=device
     )
-    if "summary" in result:
-        _print_pipeline_summary(result["summary"])
+    if result.summary is not None:
+        _print_pipeline_summary(result.summary)
     else:
-        console.print(f"stopped after {list(result['stages'])[-1]}; rerun without --until to finish")
+        console.print(f"stopped after {list(result.stages)[-1]}; rerun without --until to finish")

@@ -76,6 +76,7 @@ from edgegan.compress.distill import (
     inherit_from_teacher,
     json_safe,
 )
+from edgegan.compress.results import DistillResult, PipelineResult, SupernetResult
 from edgegan.compress.search import SearchConfig, finalize_student, parse_macs, search
 from edgegan.compress.supernet_train import SupernetConfig, full_width_student, train_supernet_from_folders
 from edgegan.compress.teacher import Pix2PixConfig, train_pix2pix
@@ -90,6 +91,7 @@ __all__ = [
     "PRESETS",
     "STAGES",
     "PipelineConfig",
+    "PipelineResult",
     "StageProgress",
     "preset",
     "resolve_budget",
@@ -309,9 +311,9 @@ def handed_on(summary: dict[str, Any], kind: str) -> str | None:
     return None
 
 
-def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+def _brief(result: DistillResult | SupernetResult) -> dict[str, Any]:
     """A trainer's summary for the stage marker: its last three history rows only."""
-    return {k: v for k, v in summary.items() if k != "history"} | {"history": summary.get("history", [])[-3:]}
+    return result.to_dict() | {"history": result.history[-3:]}
 
 
 def _costs(model: torch.nn.Module, size: int) -> dict[str, int]:
@@ -358,14 +360,16 @@ def run_pipeline(
     only: str | None = None,
     progress: StageProgress | None = None,
     device: str = "cpu",
-) -> dict[str, Any]:
+) -> PipelineResult:
     """Run (or continue) GAN Compression on the pairs in ``a_dir``/``b_dir`` into the run folder ``out``.
 
     ``cfg`` is a :class:`PipelineConfig` or a preset name. ``teacher_dir`` replaces the ``teacher`` stage
     with an existing generator folder. ``until`` stops after that stage; ``only`` runs just that one
-    (its predecessors must be complete). Returns ``{"run", "stages": {stage: summary}, "ran", "skipped"}``
-    plus, once ``export`` is complete, ``"summary"`` (the contents of ``export/summary.json``: costs,
-    compression, validation PSNR/SSIM, and ``lineage``, the model folders every stage started from).
+    (its predecessors must be complete). Returns a :class:`~edgegan.compress.results.PipelineResult`: ``run``,
+    ``stages`` (``{stage: summary}``), ``ran``, ``skipped`` and, once ``export`` is complete, ``summary`` (the
+    contents of ``export/summary.json``: costs, compression, validation PSNR/SSIM, and ``lineage``, the model
+    folders every stage started from; else None). It still reads as the dict returned before, which had the
+    ``"summary"`` key only once ``export`` was complete.
     """
     if cfg is None:
         cfg = PipelineConfig()
@@ -409,8 +413,8 @@ def run_pipeline(
         if teacher_dir is not None:
             path = str(Path(teacher_dir).resolve())
             return {"external": True, "generator": path, "best_generator": path}
-        summary = train_pix2pix(a_dir, b_dir, folder, cfg.teacher, resume=resume, device=device)
-        return {"external": False, **summary}
+        result = train_pix2pix(a_dir, b_dir, folder, cfg.teacher, resume=resume, device=device)
+        return {"external": False, **result.to_dict()}
 
     def teacher_model(kind: str) -> str | None:
         return handed_on(need("teacher"), kind)
@@ -424,7 +428,7 @@ def run_pipeline(
         set_seed(cfg.distill.seed)
         student = init_gan_weights(full_width_student(teacher, cfg.supernet))  # the reference's init_net first
         inherited = inherit_from_teacher(student, teacher)
-        summary = distill_from_folders(
+        result = distill_from_folders(
             teacher_path,
             a_dir,
             b_dir,
@@ -436,13 +440,13 @@ def run_pipeline(
             device=device,
         )
         init = {"teacher": teacher_path, "student": f"teacher's leading channels ({', '.join(inherited)})"}
-        return _brief(summary) | {"init": init | {"discriminator": critic or "fresh"}}
+        return _brief(result) | {"init": init | {"discriminator": critic or "fresh"}}
 
     def supernet_stage(folder: Path, resume: bool) -> dict[str, Any]:
         teacher_path = teacher_model("generator")
         done = need("distill")
         student, critic = done["best_student"], done.get("last_discriminator")
-        summary = train_supernet_from_folders(
+        result = train_supernet_from_folders(
             teacher_path,  # type: ignore[arg-type]
             a_dir,
             b_dir,
@@ -454,7 +458,7 @@ def run_pipeline(
             device=device,
         )
         init = {"teacher": teacher_path, "supernet": student, "discriminator": critic or "fresh"}
-        return _brief(summary) | {"init": init}
+        return _brief(result) | {"init": init}
 
     def search_stage(folder: Path, resume: bool) -> dict[str, Any]:
         from edgegan.models.mobile_supernet import MobileResnetSupernet
@@ -492,7 +496,7 @@ def run_pipeline(
         teacher_path = teacher_model("generator")
         student_path = need("search")["student"]["model_dir"]
         critic = need("supernet").get("last_discriminator")
-        summary = distill_from_folders(
+        result = distill_from_folders(
             teacher_path,  # type: ignore[arg-type]
             a_dir,
             b_dir,
@@ -504,7 +508,7 @@ def run_pipeline(
             device=device,
         )
         init = {"teacher": teacher_path, "student": student_path, "discriminator": critic or "fresh"}
-        return _brief(summary) | {"init": init}
+        return _brief(result) | {"init": init}
 
     def export_stage(folder: Path, resume: bool) -> dict[str, Any]:
         from edgegan.export.onnx import export_onnx
@@ -582,11 +586,11 @@ def run_pipeline(
         stages[stage], ran_now = run_stage(out, stage, runners[stage], progress)
         (ran if ran_now else skipped).append(stage)
 
-    result: dict[str, Any] = {"run": str(out), "stages": stages, "ran": ran, "skipped": skipped}
     final = out / "export" / "summary.json"
-    if final.is_file() and stage_done(out, "export") is not None:
-        result["summary"] = json.loads(final.read_text())
-    return result
+    finished = final.is_file() and stage_done(out, "export") is not None
+    return PipelineResult(
+        run=out, stages=stages, ran=ran, skipped=skipped, summary=json.loads(final.read_text()) if finished else None
+    )
 
 
 def scaled(cfg: PipelineConfig, factor: float) -> PipelineConfig:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -81,10 +81,11 @@ def describe(model: nn.Module) -> dict[str, Any]:
 
 
 def json_safe(obj: Any) -> Any:
-    """``obj`` with non-finite floats replaced by None and tuples by lists, ready for strict JSON."""
+    """``obj`` with non-finite floats replaced by None, tuples by lists and other mappings (a recipe's result) by
+    dicts, ready for strict JSON."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):
         return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [json_safe(v) for v in obj]

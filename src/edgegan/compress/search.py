@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from edgegan.compress.distill import LOWER_IS_BETTER, METRICS, Scorer, check_metric
 from edgegan.compress.evolution import EvolutionResult, evolve
 from edgegan.compress.latency_budget import fit_family, predicted_us, settle
+from edgegan.compress.results import DistillResult
 from edgegan.compress.supernet import extract_subnet
 from edgegan.errors import ConfigError
 from edgegan.models.mobile_supernet import MobileResnetSupernet
@@ -420,7 +421,7 @@ def finetune(
     cfg: Any,
     student: nn.Module,
     **kw: Any,
-) -> dict[str, Any]:
+) -> DistillResult:
     """Fine-tune the extracted ``student`` by distillation from ``teacher``: ``distill(..., student=student)``.
 
     ``cfg`` is a :class:`~edgegan.compress.distill.DistillConfig`; further keywords (``discriminator``,

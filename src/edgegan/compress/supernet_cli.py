@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 from edgegan.cli_options import DistillInputs, DistillTraining, shared, with_shared_options
 from edgegan.progress import RunBar
 from edgegan.runs import check_device
+
+if TYPE_CHECKING:
+    from edgegan.compress.results import SupernetResult
 
 app = typer.Typer(help="GAN Compression: train a once-for-all supernet from a teacher.", no_args_is_help=True)
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 132)
@@ -27,11 +30,11 @@ def _fmt(value: Any, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
-    ref = summary["val_reference"]
+def _print_summary(result: SupernetResult) -> None:
+    ref = result.val_reference
     t = Table(
-        title=f"supernet, {summary['epochs']} epochs ({'sandwich' if summary['sandwich'] else 'one config'} per step, "
-        f"{'paired' if summary['paired'] else 'pseudo-pairs'})"
+        title=f"supernet, {result.epochs} epochs ({'sandwich' if result.sandwich else 'one config'} per step, "
+        f"{'paired' if result.paired else 'pseudo-pairs'})"
     )
     sizes = ("largest", "smallest")
     for col in ("epoch", "lr", "g_gan", "recon", "distill", "d"):
@@ -39,7 +42,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for size in sizes:
         t.add_column(f"SSIM {size} vs {ref}", justify="right")
         t.add_column(f"PSNR {size} vs {ref}", justify="right")
-    for row in summary["history"]:
+    for row in result.history:
         t.add_row(
             str(row["epoch"]),
             f"{row['lr']:.2e}",
@@ -51,12 +54,12 @@ def _print_summary(summary: dict[str, Any]) -> None:
         )
     console.print(t)
     console.print(
-        f"choices {','.join(map(str, summary['choices']))}: sub-networks from {summary['smallest_params']:,} to "
-        f"{summary['largest_params']:,} params (teacher {summary['teacher_params']:,})"
+        f"choices {','.join(map(str, result.choices))}: sub-networks from {result.smallest_params:,} to "
+        f"{result.largest_params:,} params (teacher {result.teacher_params:,})"
     )
-    start = summary["init"]["arch"] if summary.get("init") else "random weights"
-    console.print(f"supernet (started from {start}; epoch {summary['best_epoch']}, select by {summary['select_by']}): ")
-    console.print(f"  {summary['supernet']}")
+    start = result.init["arch"] if result.init else "random weights"
+    console.print(f"supernet (started from {start}; epoch {result.best_epoch}, select by {result.select_by}): ")
+    console.print(f"  {result.supernet}")
 
 
 @app.command("supernet")
@@ -95,7 +98,7 @@ def supernet_cmd(
     bar = RunBar("training supernet", cfg.total_epochs, console)
 
     with bar:
-        summary = train_supernet_from_folders(
+        result = train_supernet_from_folders(
             inputs.teacher,
             inputs.a,
             inputs.b,
@@ -107,4 +110,4 @@ def supernet_cmd(
             progress=bar.update,
             device=train.device,
         )
-    _print_summary(summary)
+    _print_summary(result)

@@ -62,6 +62,7 @@ from edgegan.compress.recipe_parts import (
     make_optimizers,
     split_train_val,
 )
+from edgegan.compress.results import SupernetResult
 from edgegan.compress.supernet import extract_subnet, subnet_config
 from edgegan.errors import ConfigError
 from edgegan.fileio import atomic_write_json
@@ -76,6 +77,7 @@ from edgegan.runs import RunDir, check_finite, load_checkpoint, save_checkpoint,
 __all__ = [
     "DEFAULT_CHOICES",
     "SupernetConfig",
+    "SupernetResult",
     "build_supernet",
     "full_width_student",
     "init_supernet",
@@ -238,8 +240,9 @@ def train_supernet(
     resume: bool = False,
     progress: Progress | None = None,
     device: str | torch.device = "cpu",
-) -> dict[str, Any]:
-    """Train a ``MobileResnetSupernet(ngf=cfg.ngf)`` once-for-all from ``teacher``; return the run summary.
+) -> SupernetResult:
+    """Train a ``MobileResnetSupernet(ngf=cfg.ngf)`` once-for-all from ``teacher``; return the run summary
+    (a :class:`~edgegan.compress.results.SupernetResult`, which still reads as the dict returned before).
 
     ``data`` yields ``"A"`` (input) and, when ``cfg.paired``, ``"B"`` (target) items; unpaired targets
     are the teacher's outputs. Writes into run folder ``out``: ``config.yaml``, ``metrics.jsonl`` (one
@@ -402,32 +405,32 @@ def train_supernet(
     chosen = out / ("supernet" if selection is None else "best_supernet")
     if not chosen.is_dir():
         supernet.save(chosen)
-    summary = {
-        "run": str(out),
-        "epochs": cfg.total_epochs,
-        "resumed_from": start if ckpt is not None else None,
-        "paired": cfg.paired,
-        "val_reference": "target" if cfg.paired else "teacher",
-        "select_by": cfg.select_by,
-        "best_epoch": state["best_epoch"],
-        "best_score": state["best"],
-        "init": describe(init) if init is not None else None,
-        "sandwich": cfg.sandwich,
-        "ngf": cfg.ngf,
-        "choices": choices,
-        "largest_config": list(largest),
-        "smallest_config": list(smallest),
-        "supernet": str(chosen),
-        "last_supernet": str(out / "supernet"),
-        "last_discriminator": str(out / "last_discriminator"),
-        "layers": names,
-        "teacher_params": count_params(teacher),
-        "largest_params": count_params(extract_subnet(supernet, largest)),
-        "smallest_params": count_params(extract_subnet(supernet, smallest)),
-        "history": state["history"],
-    }
-    atomic_write_json(out / "summary.json", json_safe(summary))
-    return summary
+    result = SupernetResult(
+        run=out,
+        epochs=cfg.total_epochs,
+        resumed_from=start if ckpt is not None else None,
+        paired=cfg.paired,
+        val_reference="target" if cfg.paired else "teacher",
+        select_by=cfg.select_by,
+        best_epoch=state["best_epoch"],
+        best_score=state["best"],
+        init=describe(init) if init is not None else None,
+        sandwich=cfg.sandwich,
+        ngf=cfg.ngf,
+        choices=choices,
+        largest_config=list(largest),
+        smallest_config=list(smallest),
+        supernet=chosen,
+        last_supernet=out / "supernet",
+        last_discriminator=out / "last_discriminator",
+        layers=names,
+        teacher_params=count_params(teacher),
+        largest_params=count_params(extract_subnet(supernet, largest)),
+        smallest_params=count_params(extract_subnet(supernet, smallest)),
+        history=state["history"],
+    )
+    atomic_write_json(out / "summary.json", json_safe(result.to_dict()))
+    return result
 
 
 @torch.no_grad()
@@ -475,7 +478,7 @@ def train_supernet_from_folders(
     resume: bool = False,
     progress: Progress | None = None,
     device: str | torch.device = "cpu",
-) -> dict[str, Any]:
+) -> SupernetResult:
     """:func:`train_supernet` with the teacher (and optionally a discriminator and the student that
     initialises the supernet, ``init_dir``) loaded from model folders, and the images read by
     :func:`~edgegan.compress.recipe_parts.load_from_folders` (``b_dir`` may be None for unpaired data).

@@ -23,7 +23,7 @@ the measurements). As in the references (``init_weights(net, "normal", 0.02)``),
 reference's 3 layers (70×70 patches) at crops of 128 px and up and uses fewer at smaller crops (2 layers,
 34×34 patches, at 64 px), where a 70×70 patch would see the whole crop
 (:func:`~edgegan.models.discriminators.patch_layers_for`); the choice is written to ``config.yaml`` under
-``discriminator`` and returned in the summary.
+``discriminator`` and returned in the result.
 
 Both use Adam (``betas``), a constant learning rate for ``epochs`` epochs and then a linear decay to 0 over
 ``decay_epochs`` more (:func:`linear_decay`). After every epoch the losses (and validation metrics)
@@ -79,6 +79,7 @@ from edgegan.compress.distributed import (
     wrap_ddp,
 )
 from edgegan.compress.recipe_parts import Progress, to01
+from edgegan.compress.results import CycleGANResult, Pix2PixResult
 from edgegan.data.datasets import PairedDataset, UnpairedDataset, split_validation, subset
 from edgegan.errors import ConfigError
 from edgegan.losses import GANLoss, l1_loss
@@ -90,9 +91,11 @@ from edgegan.runs import RunDir, check_finite, load_checkpoint, save_checkpoint,
 __all__ = [
     "GENERATORS",
     "CycleGANConfig",
+    "CycleGANResult",
     "ImagePool",
     "OnEpoch",
     "Pix2PixConfig",
+    "Pix2PixResult",
     "linear_decay",
     "train_cyclegan",
     "train_pix2pix",
@@ -438,12 +441,11 @@ def train_pix2pix(
     progress: Progress | None = None,
     on_epoch: OnEpoch | None = None,
     device: str | torch.device = "cpu",
-) -> dict[str, Any]:
+) -> Pix2PixResult:
     """Train a pix2pix teacher on pairs matched by file stem in ``a_dir``/``b_dir`` (or on aligned
     ``A|B`` images in ``data_root``, passing ``None`` for both folders); see the module docs.
 
-    Returns ``{"run", "epochs", "epochs_run", "resumed_from", "select_by", "best_epoch", "best_metric",
-    "best_generator", "last_generator", "best_discriminator", "discriminator", "last_metrics"}``;
+    Returns a :class:`~edgegan.compress.results.Pix2PixResult` (which still reads as the dict returned before);
     ``best_generator`` is the generator ``cfg.select_by`` picked (the last epoch's for ``last``, and then
     ``best_metric`` is None) and ``discriminator`` says how deep the PatchGAN is. A metric other than ``last``
     needs a validation slice (``val_fraction`` > 0; two pairs or more for FID and KID). Raises
@@ -588,20 +590,20 @@ def train_pix2pix(
                 on_epoch(epoch, metrics)
         barrier(dist_info)  # the other ranks wait until the epoch is committed
 
-    return {
-        "run": str(out),
-        "epochs": total_epochs,
-        "epochs_run": total_epochs - start_epoch,
-        "resumed_from": start_epoch if ckpt else None,
-        "select_by": cfg.select_by,
-        "best_epoch": best_epoch,
-        "best_metric": best_metric,
-        "best_generator": str(best_dir),
-        "last_generator": str(last_dir),
-        "best_discriminator": str(out / "best_discriminator"),
-        "discriminator": d_info,
-        "last_metrics": metrics,
-    }
+    return Pix2PixResult(
+        run=out,
+        epochs=total_epochs,
+        epochs_run=total_epochs - start_epoch,
+        resumed_from=start_epoch if ckpt else None,
+        select_by=cfg.select_by,
+        best_epoch=best_epoch,
+        best_metric=best_metric,
+        best_generator=best_dir,
+        last_generator=last_dir,
+        best_discriminator=out / "best_discriminator",
+        discriminator=d_info,
+        last_metrics=metrics,
+    )
 
 
 # --------------------------------------------------------------------------- CycleGAN
@@ -616,13 +618,13 @@ def train_cyclegan(
     progress: Progress | None = None,
     on_epoch: OnEpoch | None = None,
     device: str | torch.device = "cpu",
-) -> dict[str, Any]:
+) -> CycleGANResult:
     """Train CycleGAN teachers on ``root/trainA`` and ``root/trainB``; see the module docs.
 
-    ``G_A`` maps A to B, ``G_B`` maps B to A (``direction="BtoA"`` swaps the folders). Returns
-    ``{"run", "epochs", "epochs_run", "resumed_from", "select_by", "best_epoch", "best_metric", "G_A", "G_B",
-    "last_G_A", "last_G_B", "discriminator", "last_metrics"}``; ``G_A``/``G_B`` are the generators
-    ``cfg.select_by`` picked (the last ones for ``last``, and then ``last_G_*`` name the same folders).
+    ``G_A`` maps A to B, ``G_B`` maps B to A (``direction="BtoA"`` swaps the folders). Returns a
+    :class:`~edgegan.compress.results.CycleGANResult` (which still reads as the dict returned before);
+    ``G_A``/``G_B`` are the generators ``cfg.select_by`` picked (the last ones for ``last``, and then ``last_G_*``
+    name the same folders).
     """
     cfg = cfg or CycleGANConfig()
     cfg = dataclasses.replace(cfg, generator_options=_typed_options("resnet_generator", cfg.generator_options))
@@ -743,21 +745,21 @@ def train_cyclegan(
         if on_epoch is not None:
             on_epoch(epoch, metrics)
 
-    return {
-        "run": str(out),
-        "epochs": total_epochs,
-        "epochs_run": total_epochs - start_epoch,
-        "resumed_from": start_epoch if ckpt else None,
-        "select_by": cfg.select_by,
-        "best_epoch": best_epoch,
-        "best_metric": best_metric,
-        "G_A": str(out / "G_A"),
-        "G_B": str(out / "G_B"),
-        "last_G_A": str(last_a),
-        "last_G_B": str(last_b),
-        "discriminator": d_info,
-        "last_metrics": metrics,
-    }
+    return CycleGANResult(
+        run=out,
+        epochs=total_epochs,
+        epochs_run=total_epochs - start_epoch,
+        resumed_from=start_epoch if ckpt else None,
+        select_by=cfg.select_by,
+        best_epoch=best_epoch,
+        best_metric=best_metric,
+        G_A=out / "G_A",
+        G_B=out / "G_B",
+        last_G_A=last_a,
+        last_G_B=last_b,
+        discriminator=d_info,
+        last_metrics=metrics,
+    )
 
 
 class _CycleGANScorer:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -14,6 +14,9 @@ from edgegan.cli_options import TeacherTraining, shared, with_shared_options
 from edgegan.errors import ConfigError
 from edgegan.progress import RunBar
 from edgegan.runs import check_device
+
+if TYPE_CHECKING:
+    from edgegan.compress.results import CycleGANResult, Pix2PixResult
 
 app = typer.Typer(help="Train teacher generators: pix2pix (paired) and CycleGAN (unpaired).", no_args_is_help=True)
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 132)
@@ -33,8 +36,8 @@ def _check_folder(path: Path | None, flag: str) -> None:
         raise ConfigError(f"{flag} {path}: {'not a folder' if path.exists() else 'folder not found'}")
 
 
-def _print_run(summary: dict[str, Any]) -> None:
-    d = summary["discriminator"]
+def _print_run(result: Pix2PixResult | CycleGANResult) -> None:
+    d = result.discriminator
     how = "auto, sized to the crop" if d["auto"] else "--n-layers-d"
     console.print(f"discriminator: {d['n_layers']} layers, {d['patch']}x{d['patch']} patches ({how})")
 
@@ -71,15 +74,15 @@ def pix2pix_cmd(
     dev = check_device(train.device)
     with RunBar("pix2pix", cfg.epochs + cfg.decay_epochs, console) as bar:
         show = _show_epochs(bar)
-        summary = train_pix2pix(
+        result = train_pix2pix(
             a, b, out, cfg, data_root=data_root, resume=train.resume, progress=bar.update, on_epoch=show, device=dev
         )
-    _print_run(summary)
-    chosen = f"epoch {summary['best_epoch']}, selected by {summary['select_by']}"
-    if summary["best_metric"] is not None:
-        chosen += f": val_{summary['select_by']} {summary['best_metric']:.4g}"
-    console.print(f"best generator ({chosen}): {summary['best_generator']}")
-    console.print(f"last generator: {summary['last_generator']}  (metrics: {Path(summary['run']) / 'metrics.jsonl'})")
+    _print_run(result)
+    chosen = f"epoch {result.best_epoch}, selected by {result.select_by}"
+    if result.best_metric is not None:
+        chosen += f": val_{result.select_by} {result.best_metric:.4g}"
+    console.print(f"best generator ({chosen}): {result.best_generator}")
+    console.print(f"last generator: {result.last_generator}  (metrics: {result.run / 'metrics.jsonl'})")
 
 
 @app.command("cyclegan")
@@ -108,9 +111,9 @@ def cyclegan_cmd(
     )
     dev = check_device(train.device)
     with RunBar("cyclegan", cfg.epochs + cfg.decay_epochs, console) as bar:
-        summary = train_cyclegan(
+        result = train_cyclegan(
             root, out, cfg, resume=train.resume, progress=bar.update, on_epoch=_show_epochs(bar), device=dev
         )
-    _print_run(summary)
-    chosen = f"epoch {summary['best_epoch']}, selected by {summary['select_by']}"
-    console.print(f"generators ({chosen}): G_A (A->B) {summary['G_A']}, G_B (B->A) {summary['G_B']}")
+    _print_run(result)
+    chosen = f"epoch {result.best_epoch}, selected by {result.select_by}"
+    console.print(f"generators ({chosen}): G_A (A->B) {result.G_A}, G_B (B->A) {result.G_B}")

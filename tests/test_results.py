@@ -28,6 +28,12 @@ from edgegan.compress.teacher import CycleGANConfig, Pix2PixConfig, train_cycleg
 from edgegan.data import save_image
 from edgegan.fileio import atomic_write_json
 from edgegan.models import ResnetGenerator
+from edgegan.ugc.common import make_discriminator
+from edgegan.ugc.data import make_split
+from edgegan.ugc.pipeline import preset, run_ugc
+from edgegan.ugc.results import UGCPipelineResult, UGCStage1Result, UGCStage2Result
+from edgegan.ugc.stage1 import build_supernet, train_stage1
+from edgegan.ugc.stage2 import train_stage2
 
 TINY_G = {"ngf": 4, "n_blocks": 1}
 SIZE = {"load_size": 32, "crop_size": 32}
@@ -61,7 +67,9 @@ def check_result(result: RecipeResult, cls: type, summary_file: Path | None = No
         if isinstance(value, float):
             assert math.isfinite(value), (f.name, value)
     old = result.to_dict()
-    assert type(old) is dict and list(old) == [f.name for f in dataclasses.fields(result)]
+    omitted = result._omit_when_none  # keys the old dict had only when set
+    kept = [f.name for f in dataclasses.fields(result) if getattr(result, f.name) is not None or f.name not in omitted]
+    assert type(old) is dict and list(old) == kept
     # The dict access kept for scripts written before: the same keys and values, paths as str.
     assert list(result) == list(old) and len(result) == len(old) and {**result} == old
     for key, value in old.items():
@@ -165,3 +173,56 @@ def test_dict_view_is_the_old_dict():
     assert done["summary"] == {"size": 32} and list(done) == ["run", "stages", "ran", "skipped", "summary"]
     assert done != partial and done == dataclasses.replace(partial, summary={"size": 32})
     assert json_safe(done) == done.to_dict() and type(json_safe(done)) is dict  # ready for a JSON file, as before
+
+
+# ------------------------------------------------------------------ UGC
+
+
+@pytest.fixture
+def no_weights(tmp_path, monkeypatch):
+    """No VGG16, Inception or LPIPS weights anywhere: the substitutes and SSIM are what run (fast, deterministic)."""
+    monkeypatch.setenv("EDGEGAN_WEIGHTS", str(tmp_path / "none"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "none"))
+
+
+def test_ugc_stage1_result(pairs, tmp_path, no_weights):
+    cfg = preset("tiny", labeled_fraction=0.5)
+    split = make_split(*pairs, 0.5, seed=0, out=tmp_path / "split")
+    result = train_stage1(split, tmp_path / "run", cfg)
+    check_result(result, UGCStage1Result, tmp_path / "run" / "summary.json")
+    assert result.supernet == tmp_path / "run" / "supernet" and result.discriminator == result.run / "discriminator"
+    assert (result.epochs, result.resumed_from, len(result.history)) == (1, None, 1) and result.unlabeled_used
+    assert set(result.data) == {"labeled_train", "labeled_val", "unlabeled"}
+
+
+def test_ugc_stage2_result(pairs, tmp_path, no_weights):
+    cfg = preset("tiny", labeled_fraction=0.5, select_by="ssim")
+    split = make_split(*pairs, 0.5, seed=0, out=tmp_path / "split")
+    torch.manual_seed(3)
+    net = build_supernet(cfg)
+    choices = net.gene_choices(cfg.widths, cfg.depths, cfg.trunk_depths)
+    small, large = net.smallest_config(choices), net.largest_config(choices)
+    searched = {"student": {"best_config": list(small)}, "wide": {"best_config": list(large)}}
+    searched["deep"] = {"best_config": list(small[:10] + large[10:])}
+    result = train_stage2(split, net, make_discriminator(cfg), searched, tmp_path / "run", cfg)
+    old = check_result(result, UGCStage2Result, tmp_path / "run" / "summary.json")
+    assert result.student == tmp_path / "run" / "best_student" and old["student"] == str(result.student)
+    assert result.last_student == result.run / "last_student" and (result.select_by, result.selected_epoch) == (
+        "ssim",
+        1,
+    )
+    assert result.last == result.history[-1] and result.genes["student"] == list(small)
+
+
+def test_ugc_pipeline_result(pairs, tmp_path, no_weights):
+    cfg = preset("tiny", labeled_fraction=0.5)
+    partial = run_ugc(*pairs, tmp_path / "ugc", cfg, until="stage1")
+    old = check_result(partial, UGCPipelineResult)
+    assert partial.student is None and "student" not in partial and list(old) == ["run", "stages"]
+    result = run_ugc(*pairs, tmp_path / "ugc", cfg)
+    old = check_result(result, UGCPipelineResult)
+    assert list(old) == ["run", "stages", "student"] and old["student"] is result.student
+    assert list(result.stages) == ["split", "stage1", "search", "stage2", "export"]
+    for stage, summary in result.stages.items():  # each stage's summary is what its marker recorded
+        assert json.loads((result.run / stage / "stage.json").read_text())["summary"] == summary, stage
+    assert result.student(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)

@@ -132,7 +132,7 @@ def run_cmd(
     finally:
         for b_ in bars.values():
             b_.__exit__(None, None, None)
-    stages = result["stages"]
+    stages = result.stages
     if "search" in stages:
         s = stages["search"]
         metric = s.get("metric", "psnr")

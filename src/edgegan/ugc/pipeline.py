@@ -28,10 +28,12 @@ import edgegan
 from edgegan.compress.distill import json_safe
 from edgegan.errors import ConfigError
 from edgegan.fileio import atomic_write_json
+from edgegan.models import DepthWidthGenerator
 from edgegan.stages import MARKER, StageFn, StageProgress, run_stage, stage_done, stage_range
 from edgegan.ugc.common import UGCData
 from edgegan.ugc.config import UGCConfig
 from edgegan.ugc.data import load_split, make_split
+from edgegan.ugc.results import UGCPipelineResult, UGCStage1Result, UGCStage2Result
 from edgegan.ugc.search import search_all
 from edgegan.ugc.stage1 import load_stage1, train_stage1
 from edgegan.ugc.stage2 import export_student, train_stage2
@@ -133,10 +135,10 @@ def _reusable_search(stage1_from: PathLike | None, cfg: UGCConfig) -> dict[str, 
     return {**done, "reused_from": str((source / "search").resolve())}
 
 
-def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+def _brief(result: UGCStage1Result | UGCStage2Result) -> dict[str, Any]:
     """A trainer's summary for the stage marker: its last history row (``last``) instead of the history."""
-    history = summary["history"]
-    return {k: v for k, v in summary.items() if k != "history"} | {"last": history[-1] if history else None}
+    history = result.history
+    return {k: v for k, v in result.to_dict().items() if k != "history"} | {"last": history[-1] if history else None}
 
 
 _NEUTRAL_NEW_SETTINGS: dict[str, Any] = {"budget_ms": None, "latency_threads": 1, "latency_samples": 24}
@@ -153,8 +155,10 @@ def run_ugc(
     progress: StageProgress | None = None,
     batch_progress: Callable[[str], BatchProgress | None] | None = None,
     device: str = "cpu",
-) -> dict[str, Any]:
-    """Run (or continue) UGC on the pairs in ``a_dir``/``b_dir`` into ``out``; returns every stage's summary.
+) -> UGCPipelineResult:
+    """Run (or continue) UGC on the pairs in ``a_dir``/``b_dir`` into ``out``; returns a
+    :class:`~edgegan.ugc.results.UGCPipelineResult`: ``run``, every stage's summary (``stages``) and, once
+    exported, the ``student`` loaded (it still reads as the dict returned before).
 
     ``stage1_from`` reuses the stage-1 folder of another run with the same split (for the stage-2
     ablation); ``until`` stops after that stage.
@@ -267,7 +271,10 @@ def run_ugc(
     }
     for stage in wanted:
         stages[stage], _ = run_stage(out, stage, runners[stage], progress)
-    result: dict[str, Any] = {"run": str(out), "stages": stages}
+    student: DepthWidthGenerator | None = None
     if "export" in stages:
-        result["student"] = edgegan.load(stages["export"]["model_dir"])
-    return result
+        loaded = edgegan.load(stages["export"]["model_dir"])
+        if not isinstance(loaded, DepthWidthGenerator):
+            raise ConfigError(f"{stages['export']['model_dir']} does not hold a DepthWidthGenerator")
+        student = loaded
+    return UGCPipelineResult(run=out, stages=stages, student=student)

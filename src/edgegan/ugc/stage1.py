@@ -30,6 +30,7 @@ from edgegan.runs import RunDir, check_finite, load_checkpoint, save_checkpoint,
 from edgegan.ugc.common import UGCData, evaluate, make_discriminator, make_omgd, seed_epoch
 from edgegan.ugc.config import UGCConfig
 from edgegan.ugc.data import LabelSplit
+from edgegan.ugc.results import UGCStage1Result
 
 __all__ = ["build_supernet", "gene_choices", "sandwich_step", "train_stage1"]
 
@@ -113,9 +114,10 @@ def train_stage1(
     resume: bool = False,
     progress: Progress | None = None,
     device: str | torch.device = "cpu",
-) -> dict[str, Any]:
+) -> UGCStage1Result:
     """Train the supernet into ``out`` (``config.yaml``, ``metrics.jsonl``, ``checkpoints/``, ``supernet/``,
-    ``discriminator/`` and ``summary.json``); returns the summary. ``progress(epoch, batch, batches)``."""
+    ``discriminator/`` and ``summary.json``); returns a :class:`~edgegan.ugc.results.UGCStage1Result` (which still
+    reads as the summary dict returned before, and ``summary.json`` holds). ``progress(epoch, batch, batches)``."""
     dev = torch.device(device)
     out = Path(out)
     set_seed(cfg.seed)
@@ -195,19 +197,19 @@ def train_stage1(
     supernet.set_config(supernet.largest_config(choices))
     supernet.save(out / "supernet")
     d.save(out / "discriminator")
-    summary = {
-        "run": str(out),
-        "epochs": total,
-        "resumed_from": start if ckpt is not None else None,
-        "data": data.sizes(),
-        "unlabeled_used": use_u,
-        "perceptual": perceptual_name,
-        "supernet": str(out / "supernet"),
-        "discriminator": str(out / "discriminator"),
-        "history": state["history"],
-    }
-    atomic_write_json(out / "summary.json", summary)
-    return summary
+    result = UGCStage1Result(
+        run=out,
+        epochs=total,
+        resumed_from=start if ckpt is not None else None,
+        data=data.sizes(),
+        unlabeled_used=use_u,
+        perceptual=perceptual_name,
+        supernet=out / "supernet",
+        discriminator=out / "discriminator",
+        history=state["history"],
+    )
+    atomic_write_json(out / "summary.json", result.to_dict())
+    return result
 
 
 def load_stage1(out: str | os.PathLike[str]) -> tuple[DepthWidthSupernet, PatchDiscriminator]:

@@ -41,6 +41,7 @@ from edgegan.stages import save_student
 from edgegan.ugc.common import Judge, UGCData, evaluate, make_omgd, seed_epoch
 from edgegan.ugc.config import UGCConfig
 from edgegan.ugc.data import LabelSplit
+from edgegan.ugc.results import UGCStage2Result
 
 __all__ = ["EMA", "adaptive_keep", "distill_step", "export_student", "teachers_step", "train_stage2"]
 
@@ -166,10 +167,11 @@ def train_stage2(
     resume: bool = False,
     progress: Progress | None = None,
     device: str | torch.device = "cpu",
-) -> dict[str, Any]:
+) -> UGCStage2Result:
     """Distil the searched student into ``out`` (``last_student/``, ``best_student/`` when ``select_by`` is a
     metric, ``teacher_wide/``, ``teacher_deep/``, ``checkpoints/``, ``metrics.jsonl``, ``summary.json``);
-    returns the summary, whose ``student`` is the folder of the student passed on.
+    returns a :class:`~edgegan.ugc.results.UGCStage2Result` (which still reads as the summary dict returned
+    before, and ``summary.json`` holds), whose ``student`` is the folder of the student passed on.
 
     ``searched`` is :func:`edgegan.ugc.search.search_all`'s record (only each role's ``best_config`` is
     read); ``discriminator`` is stage 1's."""
@@ -256,23 +258,23 @@ def train_stage2(
     for t in TEACHERS:
         teachers[t].save(out / f"teacher_{t}")
     chosen = out / ("last_student" if judge is None else "best_student")
-    summary = {
-        "run": str(out),
-        "epochs": total,
-        "resumed_from": start if ckpt is not None else None,
-        "unlabeled_used": use_u,
-        "perceptual": perceptual_name,
-        "pseudo_label_rule": cfg.pseudo_label_rule,
-        "genes": genes,
-        "select_by": cfg.select_by,
-        "selected_epoch": total if judge is None else state["best_epoch"],
-        "student": str(chosen),
-        "last_student": str(out / "last_student"),
-        "last": state["history"][-1] if state["history"] else None,
-        "history": state["history"],
-    }
-    atomic_write_json(out / "summary.json", summary)
-    return summary
+    result = UGCStage2Result(
+        run=out,
+        epochs=total,
+        resumed_from=start if ckpt is not None else None,
+        unlabeled_used=use_u,
+        perceptual=perceptual_name,
+        pseudo_label_rule=cfg.pseudo_label_rule,
+        genes=genes,
+        select_by=cfg.select_by,
+        selected_epoch=total if judge is None else state["best_epoch"],
+        student=chosen,
+        last_student=out / "last_student",
+        last=state["history"][-1] if state["history"] else None,
+        history=state["history"],
+    )
+    atomic_write_json(out / "summary.json", result.to_dict())
+    return result
 
 
 def export_student(model_dir: str | os.PathLike[str], out: str | os.PathLike[str], size: int = 256) -> dict[str, Any]:

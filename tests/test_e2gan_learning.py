@@ -6,7 +6,14 @@ import torch
 import torch.nn.functional as F
 
 from edgegan.e2gan.text import TinyTextEncoder
-from edgegan.e2gan.train import E2GANTrainConfig, PairSet, build_discriminator, evaluate, train_loop
+from edgegan.e2gan.train import (
+    E2GANTrainConfig,
+    PairSet,
+    build_discriminator,
+    crucial_layer_names,
+    evaluate,
+    train_loop,
+)
 from edgegan.metrics.reference import psnr
 from edgegan.models import E2GANGenerator
 from edgegan.nn.lora import add_lora, set_lora_trainable
@@ -143,12 +150,13 @@ def test_base_model_follows_its_prompt(two_concept_base):
 
 
 def test_lora_learns_a_new_concept_over_the_base(two_concept_base, tmp_path):
-    """LoRA on the crucial layers adapts the base to a grade it has never seen, well beyond the base alone."""
+    """LoRA on the default crucial layers (CRUCIAL_PARTS) adapts the base to a grade it has never seen, well
+    beyond the base alone."""
     base, d, enc = two_concept_base
     import copy
 
     g = copy.deepcopy(base).train()
-    names = [n for group in ("sampling", "transformer") for n in g.crucial_layers()[group]]
+    names = crucial_layer_names(g)
     add_lora(g, {n: 4 for n in names})
     set_lora_trainable(g)
     train, test = pairs(["sepia"], 24, seed=300), pairs(["sepia"], 12, seed=400)
@@ -156,6 +164,7 @@ def test_lora_learns_a_new_concept_over_the_base(two_concept_base, tmp_path):
     cfg = tiny_cfg(10, 10)
     train_loop(g, copy.deepcopy(d), train, None, enc, tmp_path / "lora", cfg)
     after = evaluate(g, test, enc)["psnr"]
-    # measured: 12.8 dB -> 16.7 dB (a full fine-tune of the same steps: 22.3 dB; sepia is far from both grades)
-    assert after >= before + 3.0, (before, after)
+    # measured: 12.7 dB -> 24.7 dB (with the paper's two parts and LoRA at 1e-3 it was 16.7; a full fine-tune of the
+    # same steps: 22.3 dB; sepia is far from both grades)
+    assert after >= before + 8.0, (before, after)
     assert all(not p.requires_grad for n, p in g.named_parameters() if "lora_" not in n)

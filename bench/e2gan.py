@@ -631,7 +631,8 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
     if claim["kmeans_random_tie"]:
         verdict_select = f"does not hold: a tie within {SELECT_DB} dB"
     lines = [
-        f"base: {p['ngf']}-wide 3RB+1TB on {', '.join(base_concepts)} ({p['base_epochs']} epochs constant + decay, "
+        f"base: {p['ngf']}-wide 3RB+1TB with a {base.config.detail}-wide full-resolution detail path on "
+        f"{', '.join(base_concepts)} ({p['base_epochs']} epochs constant + decay, "
         f"{p['size']} px); held-out concepts {', '.join(HELD_OUT)}; {n_train} training pairs each; {p['epochs']} "
         f"epochs (constant + decay) for LoRA, full fine-tune and pix2pix; evaluation on {len(images['eval'])} "
         "held-out images",

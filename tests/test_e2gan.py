@@ -385,6 +385,20 @@ def test_a_run_saved_with_the_old_loss_weight_name_resumes(pairs, tmp_path):
         _run(pairs, tmp_path / "part", cfg, resume=True)
 
 
+def test_the_detail_path_trains_at_its_own_rate(pairs, tmp_path):
+    from edgegan.e2gan.train import build_generator
+
+    cfg = E2GANTrainConfig(**TINY, epochs=1, epochs_decay=0, batch_size=2, lr=1e-9, detail_lr=1e-2)
+    torch.manual_seed(0)
+    before = build_generator(cfg, 12).state_dict()
+    g, _ = _run(pairs, tmp_path / "run", cfg)
+    moved = {k: float((v - before[k]).abs().max()) for k, v in g.state_dict().items()}
+    detail = [k for k in moved if k.startswith(("detail.", "detail_film.", "detail_out."))]
+    assert len(detail) == 2 * 5 + 2 + 2  # five convs, the FiLM's linear and the output conv (weights and biases)
+    assert min(moved[k] for k in detail) > 1e-3, moved  # Adam moves each by about the rate, 1e-2
+    assert max(v for k, v in moved.items() if k not in detail) < 1e-7, moved
+
+
 def test_training_selected_by_psnr_ends_on_the_best_epoch(pairs, tmp_path):
     # The GAN loss alone at a high rate: validation PSNR falls after the first epoch, so the pick is not the last.
     cfg = E2GANTrainConfig(**TINY, epochs=1, epochs_decay=2, batch_size=2, select_by="psnr", lr=2e-3, lambda_recon=0.0)
@@ -415,12 +429,13 @@ def test_cli_end_to_end(images, tmp_path, capsys):
     short = ["--epochs", "1", "--epochs-decay", "0"]
     pretrain_args = [*e, "pretrain", "--pairs", str(tmp_path / "p"), "--pick", "1", "--out", str(tmp_path / "b")]
     train_opts = ["--device", "cpu", "--batch-size", "2", "--epochs", "1", "--epochs-decay", "1", "--lr", "1e-3"]
+    train_opts += ["--detail-lr", "5e-3"]
     capsys.readouterr()
     assert main([*pretrain_args, *train_opts, "--select-by", "psnr", "--ngf", "8", *common]) == 0
     assert "(selected by psnr), val PSNR" in capsys.readouterr().out
     run_cfg = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["e2gan"]
     assert (run_cfg["batch_size"], run_cfg["epochs"], run_cfg["epochs_decay"]) == (2, 1, 1)
-    assert (run_cfg["lr"], run_cfg["select_by"], run_cfg["ngf"]) == (1e-3, "psnr", 8)
+    assert (run_cfg["lr"], run_cfg["detail_lr"], run_cfg["select_by"], run_cfg["ngf"]) == (1e-3, 5e-3, "psnr", 8)
     assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 2  # epochs + epochs_decay
     base_pairs = ["--base", str(tmp_path / "b" / "base"), "--pairs", str(tmp_path / "p")]
     b_p = [*base_pairs, "--concept", "pencil"]

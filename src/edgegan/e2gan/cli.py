@@ -68,6 +68,7 @@ EPOCHS_HELP = "Epochs at the learning rate (pix2pix's n_epochs)."
 DECAY_HELP = "Epochs after --epochs with the learning rate falling linearly to 0 (pix2pix's n_epochs_decay)."
 LR_HELP = "Learning rate of the generator's full weights and the discriminator (default 2e-4)."
 LORA_LR_HELP = "Learning rate of the LoRA adapters (default 3e-3)."
+DETAIL_LR_HELP = "Learning rate of the generator's full-resolution detail path when it trains in full (default 1e-3)."
 SELECT_BY_HELP = "Model to keep: the last epoch's (pix2pix), or the best on the validation pairs by psnr or ssim."
 DEVICE_HELP = "cpu or cuda[:N]."
 
@@ -80,6 +81,7 @@ class E2GANTraining:
     epochs: int = option_field(10, "--epochs", help=EPOCHS_HELP)
     epochs_decay: int = option_field(10, "--epochs-decay", help=DECAY_HELP)
     lr: float | None = option_field(None, "--lr", help=LR_HELP)
+    detail_lr: float | None = option_field(None, "--detail-lr", help=DETAIL_LR_HELP)
     batch_size: int = option_field(1, "--batch-size")
     text_encoder: str = option_field("default", "--text-encoder", help=ENCODER_HELP)
     device: str = option_field("cpu", "--device", help=DEVICE_HELP)
@@ -91,7 +93,8 @@ class E2GANTraining:
         from edgegan.e2gan.train import E2GANTrainConfig
 
         self.device = _device(self.device)
-        rates = {k: v for k, v in (("lr", self.lr), ("lora_lr", lora_lr)) if v is not None}
+        given = (("lr", self.lr), ("lora_lr", lora_lr), ("detail_lr", self.detail_lr))
+        rates = {k: v for k, v in given if v is not None}
         return E2GANTrainConfig(
             size=self.size,
             ngf=ngf,

@@ -40,6 +40,7 @@ class E2GANGeneratorConfig(ModelConfig):
         "residual": False,
         "film": False,
         "input_skip": False,
+        "detail": 0,
     }
 
     input_nc: int = 3
@@ -56,6 +57,13 @@ class E2GANGeneratorConfig(ModelConfig):
     residual: bool = True
     film: bool = True
     input_skip: bool = True
+    # The full-resolution detail path (0: none, the layout saved before it): ``detail_layers`` 3x3 conv+ReLU
+    # layers of ``detail`` channels on the input, text-modulated, then a 3x3 conv to a correction added to the
+    # output. Every other layer works at 1/2 resolution or coarser (the decoder up-samples bilinearly after its
+    # convs), so the only full-resolution non-linearity was the stem's ReLU, and pixel-precise edits (cartoon
+    # ink, pencil strokes) stayed out of reach. Measurements: E2GANTrainConfig.detail_lr (edgegan/e2gan/train.py).
+    detail: int = 32
+    detail_layers: int = 5
 
     def __post_init__(self) -> None:
         for name in ("input_nc", "output_nc", "ngf", "text_dim", "heads"):
@@ -71,6 +79,10 @@ class E2GANGeneratorConfig(ModelConfig):
             raise ConfigError(f"upsample must be bilinear or transpose, got {self.upsample!r}")
         if self.residual and self.input_nc != self.output_nc:
             raise ConfigError("residual=true needs input_nc == output_nc")
+        if self.detail < 0 or self.detail_layers < 1:
+            raise ConfigError(f"detail must be >= 0 and detail_layers >= 1, got {self.detail}, {self.detail_layers}")
+        if self.detail and not self.residual:
+            raise ConfigError("the detail path adds a correction to the input: it needs residual=true")
 
 
 def _up_conv(cin: int, cout: int, upsample: UpsampleKind, bias: bool) -> nn.Module:
@@ -243,6 +255,23 @@ class E2GANGenerator(EdgeModel):
         else:
             head.append(nn.Tanh())
         self.head = nn.Sequential(*head)
+        self.detail: nn.Sequential | None = None
+        self.detail_film: TextFiLM | None = None
+        self.detail_out: nn.Sequential | None = None
+        if c.detail:
+            layers: list[nn.Module] = []
+            for i in range(c.detail_layers):
+                pads, p = pad_and_conv_padding(c.padding_type, 1)
+                layers += [*pads, nn.Conv2d(c.input_nc if i == 0 else c.detail, c.detail, 3, padding=p), nn.ReLU(True)]
+            self.detail = nn.Sequential(*layers)
+            self.detail_film = TextFiLM(c.text_dim, c.detail)
+            pads, p = pad_and_conv_padding(c.padding_type, 1)
+            self.detail_out = nn.Sequential(*pads, nn.Conv2d(c.detail, c.output_nc, 3, padding=p))
+
+    def detail_parameters(self) -> list[nn.Parameter]:
+        """The detail path's parameters (they train at their own rate: E2GANTrainConfig.detail_lr)."""
+        parts = (self.detail, self.detail_film, self.detail_out)
+        return [p for m in parts if m is not None for p in m.parameters()]
 
     def crucial_layers(self) -> dict[str, list[str]]:
         """The paper's parts: sampling layers (down/up convs), the transformer block's layers, residual blocks."""
@@ -251,8 +280,9 @@ class E2GANGenerator(EdgeModel):
         sampling = sorted(n for n in names if n.startswith(("down.", "up.", "up_film.", "skip_film.")))
         transformer = sorted(n for n in names if n.startswith("transformer."))
         blocks = sorted(n for n in names if n.startswith("blocks."))
-        # the first and last convs: the only full-resolution layers, where a concept's colour map is applied
-        io = sorted(n for n in names if n.startswith(("stem.", "head.")))
+        # the full-resolution layers: the first and last convs (where a concept's colour map is applied) and the
+        # detail path (pixel-precise edits)
+        io = sorted(n for n in names if n.startswith(("stem.", "head.", "detail.", "detail_film.", "detail_out.")))
         return {"sampling": sampling, "transformer": transformer, "residual": blocks, "io": io}
 
     def example_input(self, size: int | tuple[int, int] = 256, batch: int = 1) -> Any:
@@ -271,7 +301,8 @@ class E2GANGenerator(EdgeModel):
             h = block(h)
         if c.tb_after == len(self.blocks):
             h = self.transformer(h, text, text_mask)
-        pooled = _pool_text(text, text_mask) if self.up_film is not None or self.skip_film is not None else None
+        needs_text = self.up_film is not None or self.skip_film is not None or self.detail is not None
+        pooled = _pool_text(text, text_mask) if needs_text else None
         for i, (conv, norm) in enumerate(zip(self.up, self.up_norm, strict=True)):
             h = norm(_up(conv, h, c.upsample))
             if self.up_film is not None:
@@ -282,4 +313,6 @@ class E2GANGenerator(EdgeModel):
             # has lost; the text decides how they mix into the head (per-pixel colour maps per concept).
             h = h + self.skip_film(F.relu(raw), pooled)
         out = self.head(h)
+        if self.detail is not None and self.detail_film is not None and self.detail_out is not None:
+            out = out + self.detail_out(self.detail_film(self.detail(x), pooled))
         return add_input(x, out, self.training) if c.residual else out

@@ -193,7 +193,16 @@ def test_pretrain_then_lora_finetune_trains_only_adapters(pairs, base, tmp_path)
     before = {k: v.clone() for k, v in edgegan.load(base["base"]).state_dict().items()}
     s = finetune(base["base"], pairs, "cool", tmp_path / "ft", cfg, enc, select=3)
     assert s["train_pairs"] == 3 and len(s["chosen"]) == 3 and s["feature_spread"]["relative_spread"] > 0
-    assert s["adapter_bytes"] < 200_000 and s["trainable"] < base["params"] / 5
+    # rank 4 by default, four times that on the detail path's convs (DETAIL_RANK_SCALE), each capped by its weight
+    from edgegan.e2gan.train import _adapter_params, crucial_layer_names
+    from edgegan.nn.lora import lora_rank_cap
+
+    model = edgegan.load(base["base"])
+    names = crucial_layer_names(model)
+    assert s["ranks"]["detail.4"] == 16 and s["ranks"]["down.0.0"] == 4 and "detail_film.proj" not in s["ranks"]
+    caps = {n: lora_rank_cap(model.get_submodule(n)) for n in names}
+    assert s["trainable"] == _adapter_params(model, names, caps, 4) < base["params"] / 4
+    assert s["adapter_bytes"] < 200_000
     # The base folder is untouched ...
     assert all(torch.equal(v, edgegan.load(base["base"]).state_dict()[k]) for k, v in before.items())
     # ... and base + the saved adapter alone reproduces the fine-tuned model train_loop ended on.
@@ -216,7 +225,8 @@ def test_pretrain_then_lora_finetune_trains_only_adapters(pairs, base, tmp_path)
 
 def test_rank_search_trains_fresh_adapters_per_rank_and_measures_noise(pairs, base, tmp_path, monkeypatch):
     import edgegan.e2gan.train as e2gan_train
-    from edgegan.e2gan.train import crucial_layer_names, rank_search
+    from edgegan.e2gan.train import crucial_layer_names, lora_ranks, rank_search
+    from edgegan.nn.lora import lora_rank_cap
 
     cfg = E2GANTrainConfig(**TINY, epochs=1, epochs_decay=0)
     enc = TinyTextEncoder(dim=12)
@@ -250,7 +260,9 @@ def test_rank_search_trains_fresh_adapters_per_rank_and_measures_noise(pairs, ba
     best = max(t["val_psnr"] for t in trail)
     assert c["rank"] in {1, 2} and c["rank"] == min(t["rank"] for t in trail if t["val_psnr"] >= best - c["margin_db"])
     names = crucial_layer_names(edgegan.load(base["base"]))
-    assert set(c["best_ranks"]) == set(names) and set(c["best_ranks"].values()) == {c["rank"]}
+    caps = {n: lora_rank_cap(edgegan.load(base["base"]).get_submodule(n)) for n in names}
+    assert c["best_ranks"] == lora_ranks(names, c["rank"], caps)  # the detail path's convs at 4x (DETAIL_RANK_SCALE)
+    assert {r for n, r in c["best_ranks"].items() if not n.startswith("detail")} == {c["rank"]}
     assert rec["ranks"] == c["best_ranks"]  # one concept: its ranks are the result
     assert json.loads((out / "ranks.json").read_text()) == json.loads(json.dumps(rec))
 
@@ -275,11 +287,11 @@ def test_rank_search_trains_fresh_adapters_per_rank_and_measures_noise(pairs, ba
         out / "cool" / "rank4-seed0"
     }
     assert all("rank4" in str(p) for p in set(trained_files()) - set(stamps))
-    assert not (out / "cool" / "rank8-seed0").exists() and set(stop["ranks"].values()) == {1}
+    assert not (out / "cool" / "rank8-seed0").exists() and stop["ranks"] == lora_ranks(names, 1, caps)
 
 
 def test_rank_search_keeps_the_adapter_within_its_parameter_budget(pairs, base, tmp_path):
-    from edgegan.e2gan.train import _adapter_params, crucial_layer_names, rank_search
+    from edgegan.e2gan.train import _adapter_params, crucial_layer_names, lora_ranks, rank_search
     from edgegan.nn.lora import lora_rank_cap
 
     model = edgegan.load(base["base"])
@@ -293,7 +305,7 @@ def test_rank_search_keeps_the_adapter_within_its_parameter_budget(pairs, base, 
     # A budget between rank 1 and rank 2: no doubling is tried, whatever the PSNR says.
     budget = (r1 + r2) / 2 / total
     rec = rank_search(base["base"], pairs, ["cool"], tmp_path / "rs", cfg, enc, max_params=budget, min_margin_db=0)
-    assert [t["rank"] for t in rec["concepts"]["cool"]["trail"]] == [1] and set(rec["ranks"].values()) == {1}
+    assert [t["rank"] for t in rec["concepts"]["cool"]["trail"]] == [1] and rec["ranks"] == lora_ranks(names, 1, caps)
     assert rec["adapter_params"] == r1 == rec["concepts"]["cool"]["trail"][0]["trainable"]  # what really trained
     assert rec["model_params"] == total and rec["max_params"] == budget
     with pytest.raises(ConfigError, match="over the budget"):
@@ -457,7 +469,7 @@ def test_cli_end_to_end(images, tmp_path, capsys):
     assert f"pencil: rank {chosen['rank']} (seed noise {chosen['noise_db']:.3f} dB" in said
     assert record["epochs"] == 1 and record["min_margin_db"] == 0.0
     ranks = record["ranks"]
-    assert ranks and set(ranks.values()) <= {1, 2}
+    assert ranks and {r for n, r in ranks.items() if not n.startswith("detail")} <= {1, 2}  # --max-rank 2
     assert json.loads((tmp_path / "b" / "ranks.json").read_text())["ranks"] == ranks  # for --lora auto
     assert main([*rs, *short, "--batch-size", "2", "--lora-lr", "2e-3"]) == 0  # a rerun trains nothing
     assert "training pencil" not in capsys.readouterr().out

@@ -234,7 +234,7 @@ def _parse_ranks(spec: str, base: Path) -> dict[str, int] | None:
         if saved.is_file():
             console.print(f"LoRA ranks from {saved}")
             return {k: int(v) for k, v in json.loads(saved.read_text())["ranks"].items()}
-        console.print("no rank search saved with the base model: rank 4 on every crucial layer")
+        console.print("no rank search saved with the base model: rank 4 on the crucial layers (the detail path's: 16)")
         return None
     path = Path(spec)
     if path.is_file():

@@ -177,7 +177,10 @@ def _checkpoint_generator(run, base_model):
     weights = load_file(str(latest_checkpoint(run) / WEIGHTS_FILE))
     state = {k.removeprefix("G."): v for k, v in weights.items() if k.startswith("G.")}
     g = copy.deepcopy(base_model)
-    add_lora(g, {k.removesuffix(".lora_A"): v.shape[0] for k, v in state.items() if k.endswith(".lora_A")})
+    ranks = {k.removesuffix(".lora_A"): v.shape[0] for k, v in state.items() if k.endswith(".lora_A")}
+    shifted = {k.removesuffix(".lora_bias") for k in state if k.endswith(".lora_bias")}
+    add_lora(g, {k: r for k, r in ranks.items() if k in shifted}, bias=True)
+    add_lora(g, {k: r for k, r in ranks.items() if k not in shifted})
     g.load_state_dict(state)
     return g.eval()
 
@@ -193,16 +196,20 @@ def test_pretrain_then_lora_finetune_trains_only_adapters(pairs, base, tmp_path)
     before = {k: v.clone() for k, v in edgegan.load(base["base"]).state_dict().items()}
     s = finetune(base["base"], pairs, "cool", tmp_path / "ft", cfg, enc, select=3)
     assert s["train_pairs"] == 3 and len(s["chosen"]) == 3 and s["feature_spread"]["relative_spread"] > 0
-    # rank 4 by default, four times that on the detail path's convs (DETAIL_RANK_SCALE), each capped by its weight
-    from edgegan.e2gan.train import _adapter_params, crucial_layer_names
+    # rank 4 by default, DETAIL_RANK_SCALE times that on the detail path's convs, each capped by its weight; with
+    # bias shifts (cfg.lora_bias)
+    from edgegan.e2gan.train import DETAIL_RANK_SCALE, _adapter_params, crucial_layer_names
     from edgegan.nn.lora import lora_rank_cap
 
     model = edgegan.load(base["base"])
     names = crucial_layer_names(model)
-    assert s["ranks"]["detail.4"] == 16 and s["ranks"]["down.0.0"] == 4 and "detail_film.proj" not in s["ranks"]
     caps = {n: lora_rank_cap(model.get_submodule(n)) for n in names}
-    assert s["trainable"] == _adapter_params(model, names, caps, 4) < base["params"] / 4
-    assert s["adapter_bytes"] < 200_000
+    assert s["ranks"]["detail.4"] == 4 * DETAIL_RANK_SCALE and s["ranks"]["down.0.0"] == 4
+    assert "detail_film.proj" not in s["ranks"]
+    # (at this tiny width, 8, the 32-wide detail path's adapters are full rank and hold most of them)
+    assert cfg.lora_bias and s["trainable"] == _adapter_params(model, names, caps, 4, True) < base["params"] / 2
+    assert _adapter_params(model, names, caps, 4, True) > _adapter_params(model, names, caps, 4, False)
+    assert 4 * s["trainable"] < s["adapter_bytes"] < 4 * s["trainable"] + 20_000  # float32 tensors and headers
     # The base folder is untouched ...
     assert all(torch.equal(v, edgegan.load(base["base"]).state_dict()[k]) for k, v in before.items())
     # ... and base + the saved adapter alone reproduces the fine-tuned model train_loop ended on.
@@ -256,12 +263,14 @@ def test_rank_search_trains_fresh_adapters_per_rank_and_measures_noise(pairs, ba
     assert c["noise_db"] == pytest.approx(abs(p0 - p1)) and c["noise_db"] > 0  # the seeds do differ
     assert c["margin_db"] == pytest.approx(max(c["noise_db"], 0.05))
     assert trail[0]["trainable"] < trail[1]["trainable"]
+    # each run records the ranks it trained (a rerun after DETAIL_RANK_SCALE changes must not reuse it)
+    assert "detail.4" in (out / "cool" / "rank2-seed0" / "config.yaml").read_text()
     # The chosen rank: the smallest within the margin of the best.
     best = max(t["val_psnr"] for t in trail)
     assert c["rank"] in {1, 2} and c["rank"] == min(t["rank"] for t in trail if t["val_psnr"] >= best - c["margin_db"])
     names = crucial_layer_names(edgegan.load(base["base"]))
     caps = {n: lora_rank_cap(edgegan.load(base["base"]).get_submodule(n)) for n in names}
-    assert c["best_ranks"] == lora_ranks(names, c["rank"], caps)  # the detail path's convs at 4x (DETAIL_RANK_SCALE)
+    assert c["best_ranks"] == lora_ranks(names, c["rank"], caps)  # the detail path's convs at DETAIL_RANK_SCALE x
     assert {r for n, r in c["best_ranks"].items() if not n.startswith("detail")} == {c["rank"]}
     assert rec["ranks"] == c["best_ranks"]  # one concept: its ranks are the result
     assert json.loads((out / "ranks.json").read_text()) == json.loads(json.dumps(rec))
@@ -298,7 +307,7 @@ def test_rank_search_keeps_the_adapter_within_its_parameter_budget(pairs, base, 
     names = crucial_layer_names(model)
     caps = {n: lora_rank_cap(model.get_submodule(n)) for n in names}
     total = sum(p.numel() for p in model.parameters())
-    r1, r2 = _adapter_params(model, names, caps, 1), _adapter_params(model, names, caps, 2)
+    r1, r2 = _adapter_params(model, names, caps, 1, True), _adapter_params(model, names, caps, 2, True)
     assert 0 < r1 < r2 < total
     cfg = E2GANTrainConfig(**TINY, epochs=1, epochs_decay=0)
     enc = TinyTextEncoder(dim=12)

@@ -1,5 +1,7 @@
 """LoRA: merge/unmerge equivalence per layer type, rank growth, adapter save/load, trainable set, export."""
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -33,23 +35,36 @@ def _randomise(layer: LoRALayer) -> None:
         layer.lora_B.normal_(0, 0.5)  # B starts at zero; make the update visible
 
 
+@pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("kind", list(LAYERS))
-def test_merge_and_unmerge_are_exact(kind):
+def test_merge_and_unmerge_are_exact(kind, bias):
     torch.manual_seed(0)
     make, data = LAYERS[kind]
     base = make()
     x = data()
     plain = base(x).detach()
-    layer = LoRALayer(base, rank=3, alpha=6.0)
-    assert torch.allclose(layer(x), plain, atol=1e-6)  # B = 0: no change yet
+    bias_before = base.bias.detach().clone()
+    layer = LoRALayer(base, rank=3, alpha=6.0, bias=bias)
+    assert torch.allclose(layer(x), plain, atol=1e-6)  # B = 0 and a zero shift: no change yet
     _randomise(layer)
+    if bias:
+        with torch.no_grad():
+            layer.lora_bias.normal_(0, 1.0)
+        # the shift adds its value per output channel, unscaled
+        shift = (layer(x) - base(x) - layer.scale * layer._update(x)).detach()
+        per_channel = shift.movedim(1 if kind != "linear" else -1, -1).reshape(-1, layer.lora_bias.numel())
+        assert torch.allclose(per_channel, layer.lora_bias.detach().expand_as(per_channel), atol=1e-5)
+    else:
+        assert layer.lora_bias is None
     adapted = layer(x).detach()
     assert (adapted - plain).abs().max() > 1e-3
+    assert torch.equal(base.bias, bias_before)  # the frozen base is not trained in place
     layer.merge()
     assert (layer(x) - adapted).abs().max() <= 1e-5
     layer.unmerge()
     assert (layer(x) - adapted).abs().max() <= 1e-5
     assert (layer.base(x) - plain).abs().max() <= 1e-5
+    assert torch.allclose(base.bias, bias_before, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", list(LAYERS))
@@ -80,14 +95,16 @@ class Tiny(nn.Module):
         return self.proj(h.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-def test_only_adapter_weights_get_gradients_and_adapters_round_trip(tmp_path):
+@pytest.mark.parametrize("bias", [False, True])
+def test_only_adapter_weights_get_gradients_and_adapters_round_trip(tmp_path, bias):
     torch.manual_seed(2)
     model = Tiny()
-    add_lora(model, {"down": 2, "up": 4, "proj": 1})
+    add_lora(model, {"down": 2, "up": 4, "proj": 1}, bias=bias)
     set_lora_trainable(model)
     frozen = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}
     assert all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
-    assert count_trainable(model) == 2 * 3 * 9 + 8 * 2 + 4 * 8 + 4 * 3 * 9 + 3 + 3
+    shifts = (8 + 3 + 3) if bias else 0  # one per output channel of down, up and proj
+    assert count_trainable(model) == 2 * 3 * 9 + 8 * 2 + 4 * 8 + 4 * 3 * 9 + 3 + 3 + shifts
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     x = torch.randn(2, 3, 16, 16)
     for _ in range(3):
@@ -97,6 +114,8 @@ def test_only_adapter_weights_get_gradients_and_adapters_round_trip(tmp_path):
         assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
         opt.step()
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+    if bias:
+        assert model.up.lora_bias.abs().min() > 0  # the shifts trained
     out = model(x).detach()
 
     folder = save_adapter(model, tmp_path / "adapter", extra={"concept": "sketch"})
@@ -105,6 +124,7 @@ def test_only_adapter_weights_get_gradients_and_adapters_round_trip(tmp_path):
     fresh.load_state_dict({k.replace(".base", ""): v for k, v in model.state_dict().items() if "lora_" not in k})
     config = load_adapter(fresh, folder)
     assert config["concept"] == "sketch" and set(lora_layers(fresh)) == {"down", "up", "proj"}
+    assert all((layer.lora_bias is not None) == bias for layer in lora_layers(fresh).values())
     assert torch.allclose(fresh(x), out, atol=1e-6)
 
     merged = merge_lora(fresh)
@@ -136,3 +156,20 @@ def test_merged_model_exports_to_onnx(tmp_path):
     torch.onnx.export(merged, (x,), str(tmp_path / "m.onnx"), input_names=["x"], dynamo=False)
     got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"x": x.numpy()})[0]
     assert abs(got - want.numpy()).max() < 1e-4
+
+
+def test_adapters_saved_before_bias_shifts_still_load(tmp_path):
+    torch.manual_seed(6)
+    model = Tiny()
+    for layer in add_lora(model, {"down": 2}).values():
+        _randomise(layer)
+    x = torch.randn(1, 3, 16, 16)
+    want = model(x).detach()
+    folder = save_adapter(model, tmp_path / "old")
+    config = json.loads((folder / "adapter.json").read_text())
+    del config["layers"]["down"]["bias"]  # the format before bias shifts
+    (folder / "adapter.json").write_text(json.dumps(config))
+    again = Tiny()
+    again.load_state_dict({k.replace(".base", ""): v for k, v in model.state_dict().items() if "lora_" not in k})
+    load_adapter(again, folder)
+    assert again.down.lora_bias is None and torch.allclose(again(x), want, atol=1e-6)

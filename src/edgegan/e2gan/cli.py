@@ -68,6 +68,7 @@ EPOCHS_HELP = "Epochs at the learning rate (pix2pix's n_epochs)."
 DECAY_HELP = "Epochs after --epochs with the learning rate falling linearly to 0 (pix2pix's n_epochs_decay)."
 LR_HELP = "Learning rate of the generator's full weights and the discriminator (default 2e-4)."
 LORA_LR_HELP = "Learning rate of the LoRA adapters (default 3e-3)."
+LORA_BIAS_HELP = "LoRA adapters also learn a shift of each adapted layer's bias (a few k parameters)."
 DETAIL_LR_HELP = "Learning rate of the generator's full-resolution detail path when it trains in full (default 1e-3)."
 SELECT_BY_HELP = "Model to keep: the last epoch's (pix2pix), or the best on the validation pairs by psnr or ssim."
 DEVICE_HELP = "cpu or cuda[:N]."
@@ -87,7 +88,7 @@ class E2GANTraining:
     device: str = option_field("cpu", "--device", help=DEVICE_HELP)
     seed: int = option_field(0, "--seed")
 
-    def config(self, ngf: int, *, lora_lr: float | None = None, select_by: str = "last") -> Any:
+    def config(self, ngf: int, *, lora_lr: float | None = None, lora_bias: bool = True, select_by: str = "last") -> Any:
         """The run's E2GANTrainConfig (None: the config's default); bad values are one-line ConfigErrors. Checks
         the device too."""
         from edgegan.e2gan.train import E2GANTrainConfig
@@ -103,6 +104,7 @@ class E2GANTraining:
             epochs=self.epochs,
             epochs_decay=self.epochs_decay,
             select_by=select_by,
+            lora_bias=lora_bias,
             seed=self.seed,
             **rates,
         )
@@ -259,6 +261,7 @@ def finetune_cmd(
     select: int | None = typer.Option(None, "--select", help="Keep N training pairs (K-means nearest-to-centre)."),
     selection: str = typer.Option("kmeans", "--selection", help="kmeans or random."),
     lora_lr: float | None = typer.Option(None, "--lora-lr", help=LORA_LR_HELP),
+    lora_bias: bool = typer.Option(True, "--lora-bias/--no-lora-bias", help=LORA_BIAS_HELP),
     select_by: str = typer.Option("last", "--select-by", help=SELECT_BY_HELP),
     resume: bool = typer.Option(False, "--resume"),
     train: E2GANTraining = shared(
@@ -274,7 +277,7 @@ def finetune_cmd(
     import edgegan
     from edgegan.e2gan.train import finetune
 
-    cfg = train.config(edgegan.load(base).config.ngf, lora_lr=lora_lr, select_by=select_by)
+    cfg = train.config(edgegan.load(base).config.ngf, lora_lr=lora_lr, lora_bias=lora_bias, select_by=select_by)
     enc = _encoder(train.text_encoder, out / "text_cache")
     ranks = None if full else _parse_ranks(lora, base)
     with _bar("finetune", cfg.total_epochs) as bar:
@@ -318,6 +321,7 @@ def rank_search_cmd(
         0.05, "--min-margin", help="dB floor of the margin (rank-1 seed-to-seed PSNR noise) a larger rank must beat."
     ),
     lora_lr: float | None = typer.Option(None, "--lora-lr", help=LORA_LR_HELP),
+    lora_bias: bool = typer.Option(True, "--lora-bias/--no-lora-bias", help=LORA_BIAS_HELP),
     train: E2GANTraining = shared(
         E2GANTraining,
         epochs=typer.Option(4, "--epochs", help=EPOCHS_HELP + " Every rank is a fresh adapter on this schedule."),
@@ -329,7 +333,7 @@ def rank_search_cmd(
     from edgegan.e2gan.train import rank_search
     from edgegan.fileio import atomic_write_json
 
-    cfg = train.config(edgegan.load(base).config.ngf, lora_lr=lora_lr)
+    cfg = train.config(edgegan.load(base).config.ngf, lora_lr=lora_lr, lora_bias=lora_bias)
     enc = _encoder(train.text_encoder, out / "text_cache")
     rec = rank_search(
         base,

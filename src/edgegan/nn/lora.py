@@ -10,7 +10,9 @@ edgegan's own implementation (peft has no transposed-conv support). A wrapped la
 * ConvTranspose2d ``[in, out/g, k, k]``: ``A`` is a 1×1 conv ``in -> r``, ``B`` a transposed conv
   ``r -> out`` with the base layer's geometry; ``ΔW[i, o] = Σ_r A[r, i] · B[r, o]``.
 
-``B`` starts at zero, so a fresh adapter leaves the output unchanged. :meth:`LoRALayer.merge` adds
+``B`` starts at zero, so a fresh adapter leaves the output unchanged. With ``bias=True`` an adapter also
+learns a shift of the base layer's bias (``lora_bias``, zeros at the start; PEFT's ``bias="lora_only"``, but
+kept apart from the frozen base so one base serves many adapters). :meth:`LoRALayer.merge` adds
 ``scale·ΔW`` into the base weight exactly (and :meth:`unmerge` removes it); :meth:`grow` raises the
 rank without changing the output. Adapters save alone (safetensors + JSON, a few hundred KB).
 Grouped convolutions are not supported (the generators here use none in their crucial layers).
@@ -60,7 +62,7 @@ def lora_rank_cap(layer: nn.Module) -> int:
 class LoRALayer(nn.Module):
     """A frozen ``base`` layer plus a trainable rank-``rank`` update (see the module docs)."""
 
-    def __init__(self, base: nn.Module, rank: int, alpha: float | None = None) -> None:
+    def __init__(self, base: nn.Module, rank: int, alpha: float | None = None, bias: bool = False) -> None:
         super().__init__()
         if not isinstance(base, SUPPORTED):
             raise ConfigError(f"LoRA supports Conv2d, ConvTranspose2d and Linear, not {type(base).__name__}")
@@ -87,6 +89,10 @@ class LoRALayer(nn.Module):
             self.lora_A = nn.Parameter(torch.empty(rank, in_c, 1, 1, dtype=w.dtype, device=w.device))
             self.lora_B = nn.Parameter(torch.zeros(rank, out_c, kh, kw, dtype=w.dtype, device=w.device))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        # a shift of the base bias (none where the base has no bias); not scaled by alpha / rank
+        self.lora_bias: nn.Parameter | None = None
+        if bias and base.bias is not None:
+            self.lora_bias = nn.Parameter(torch.zeros_like(base.bias))
 
     @property
     def scale(self) -> float:
@@ -102,6 +108,12 @@ class LoRALayer(nn.Module):
         else:
             delta = torch.einsum("ri,rokl->iokl", a[:, :, 0, 0], b)
         return delta * self.scale
+
+    def _bias_shift(self, out: torch.Tensor) -> torch.Tensor:
+        assert self.lora_bias is not None
+        if isinstance(self.base, nn.Linear):
+            return self.lora_bias
+        return self.lora_bias.view(1, -1, *([1] * (out.dim() - 2)))
 
     def _update(self, x: torch.Tensor) -> torch.Tensor:
         base = self.base
@@ -122,19 +134,24 @@ class LoRALayer(nn.Module):
         out = self.base(x)
         if self.merged:
             return out
-        return out + self.scale * self._update(x)
+        out = out + self.scale * self._update(x)
+        return out if self.lora_bias is None else out + self._bias_shift(out)
 
     @torch.no_grad()
     def merge(self) -> None:
         """Fold the update into the base weight (exact up to float rounding); forward then runs the base only."""
         if not self.merged:
             self.base.weight += self.delta_weight()
+            if self.lora_bias is not None:
+                self.base.bias += self.lora_bias
             self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
         if self.merged:
             self.base.weight -= self.delta_weight()
+            if self.lora_bias is not None:
+                self.base.bias -= self.lora_bias
             self.merged = False
 
     @torch.no_grad()
@@ -160,7 +177,7 @@ class LoRALayer(nn.Module):
         self.rank = rank
 
     def extra_repr(self) -> str:
-        return f"rank={self.rank}, alpha={self.alpha}, merged={self.merged}"
+        return f"rank={self.rank}, alpha={self.alpha}, bias={self.lora_bias is not None}, merged={self.merged}"
 
 
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -174,9 +191,12 @@ def lora_layers(model: nn.Module) -> dict[str, LoRALayer]:
     return {n: m for n, m in model.named_modules() if isinstance(m, LoRALayer)}
 
 
-def add_lora(model: nn.Module, ranks: Mapping[str, int], alpha: float | None = None) -> dict[str, LoRALayer]:
+def add_lora(
+    model: nn.Module, ranks: Mapping[str, int], alpha: float | None = None, bias: bool = False
+) -> dict[str, LoRALayer]:
     """Wrap the named layers of ``model`` in place (``{"down.0.0": 4, ...}``); returns the new wrappers.
-    ``alpha`` None uses alpha = rank (scale 1). Unknown names and unsupported layers are ConfigErrors."""
+    ``alpha`` None uses alpha = rank (scale 1); ``bias`` adds a trainable bias shift to each layer that has a
+    bias. Unknown names and unsupported layers are ConfigErrors."""
     added = {}
     for name, rank in ranks.items():
         try:
@@ -185,7 +205,7 @@ def add_lora(model: nn.Module, ranks: Mapping[str, int], alpha: float | None = N
             raise ConfigError(f"{type(model).__name__} has no layer named {name!r}") from None
         if isinstance(layer, LoRALayer):
             raise ConfigError(f"{name} already has a LoRA adapter")
-        wrapper = LoRALayer(layer, int(rank), alpha)
+        wrapper = LoRALayer(layer, int(rank), alpha, bias)
         parent, attr = _parent(model, name)
         setattr(parent, attr, wrapper)
         added[name] = wrapper
@@ -193,9 +213,9 @@ def add_lora(model: nn.Module, ranks: Mapping[str, int], alpha: float | None = N
 
 
 def set_lora_trainable(model: nn.Module) -> None:
-    """Freeze everything but the LoRA matrices."""
+    """Freeze everything but the adapters (LoRA matrices and bias shifts)."""
     for n, p in model.named_parameters():
-        p.requires_grad_(n.endswith("lora_A") or n.endswith("lora_B"))
+        p.requires_grad_(n.endswith(("lora_A", "lora_B", "lora_bias")))
 
 
 def count_trainable(model: nn.Module) -> int:
@@ -220,7 +240,14 @@ def adapter_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, 
             raise ConfigError(f"{name} is merged; unmerge before saving the adapter")
         tensors[f"{name}.lora_A"] = layer.lora_A.detach().cpu().contiguous()
         tensors[f"{name}.lora_B"] = layer.lora_B.detach().cpu().contiguous()
-        layers[name] = {"rank": layer.rank, "alpha": layer.alpha, "kind": type(layer.base).__name__}
+        if layer.lora_bias is not None:
+            tensors[f"{name}.lora_bias"] = layer.lora_bias.detach().cpu().contiguous()
+        layers[name] = {
+            "rank": layer.rank,
+            "alpha": layer.alpha,
+            "kind": type(layer.base).__name__,
+            "bias": layer.lora_bias is not None,
+        }
     if not layers:
         raise ConfigError("the model has no LoRA adapters")
     return tensors, {"format": "edgegan-lora-1", "layers": layers}
@@ -260,10 +287,14 @@ def load_adapter(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, An
     and load its weights; returns the adapter config."""
     tensors, config = read_adapter(path)
     layers: dict[str, Any] = config["layers"]
-    added = add_lora(model, {n: int(v["rank"]) for n, v in layers.items()}, None)
+    added: dict[str, LoRALayer] = {}
+    for name, v in layers.items():  # adapters saved before bias shifts existed have no "bias" key
+        added.update(add_lora(model, {name: int(v["rank"])}, None, bias=bool(v.get("bias", False))))
     for name, layer in added.items():
         layer.alpha = float(layers[name]["alpha"])
-        for part in ("lora_A", "lora_B"):
+        if bool(layers[name].get("bias", False)) and layer.lora_bias is None:
+            raise CheckpointError(f"the adapter in {path} shifts {name}'s bias, but that layer has none")
+        for part in ("lora_A", "lora_B") + (("lora_bias",) if layer.lora_bias is not None else ()):
             key = f"{name}.{part}"
             if key not in tensors:
                 raise CheckpointError(f"the adapter in {path} lacks {key}")
@@ -281,3 +312,5 @@ def iter_adapter_params(model: nn.Module) -> Iterable[nn.Parameter]:
     for layer in lora_layers(model).values():
         yield layer.lora_A
         yield layer.lora_B
+        if layer.lora_bias is not None:
+            yield layer.lora_bias

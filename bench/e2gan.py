@@ -83,14 +83,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ngf": 32,
         "heads": 8,
         "batch": 4,
-        # 150 photos: with 64, full fine-tuning fitted its pairs 2-7 dB better than the held-out images
-        # (pencil: +0.9 dB on the held-out images with 264)
-        "train_facades": 150,
+        # 300 photos: with 64, full fine-tuning fitted its pairs 2-7 dB better than the held-out images; with 150,
+        # cartoon's still 1.4 dB better (19.4 vs 18.0 dB on validation pairs). Full fine-tuning of cartoon from the
+        # 150-photo base on 300 photos: 18.19 dB on facades/train photos 300-399 (in no run), 17.99 with 150.
+        "train_facades": 300,
         "eval_facades": 24,
         "crops": 4,
         "base_concepts": 5,
         "base_epochs": [8, 8],
-        "epochs": [6, 6],
+        # [6, 6] left every fine-tune still learning (full fine-tuning gained 1.3 dB of validation PSNR over its
+        # last quarter; pencil's validation PSNR 18.18 dB, 19.52 at [10, 10])
+        "epochs": [10, 10],
         "rank_epochs": [3, 3],
         "max_rank": 8,
         "max_params": 0.02,
@@ -267,7 +270,10 @@ def _late_gain(summary: dict[str, Any]) -> float:
 def _history(summary: dict[str, Any]) -> list[dict[str, Any]]:
     if "history" in summary:
         return summary["history"]
-    path = Path(summary.get("adapter") or summary.get("generator") or ".").parent / "summary.json"
+    # a run's summary.json sits beside its adapter/, generator/ or (pre-training) base/ folder
+    path = (
+        Path(summary.get("adapter") or summary.get("generator") or summary.get("base") or ".").parent / "summary.json"
+    )
     return json.loads(path.read_text()).get("history", []) if path.is_file() else []
 
 
@@ -296,13 +302,20 @@ def _plot_curves(runs: dict[str, dict[str, Any]], base_sum: dict[str, Any], path
     tmp.replace(path)
 
 
-def _done(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+def _done(path: Path, cfg: E2GANTrainConfig | None = None) -> dict[str, Any] | None:
+    """A finished step's record; for a training run (``cfg`` given) only if it ran ``cfg``'s epochs, so a preset
+    with a new schedule retrains instead of reporting the old rows (resume then refuses a folder of other settings)."""
+    if not path.is_file():
+        return None
+    done = json.loads(path.read_text())
+    if cfg is not None and done.get("epoch") != cfg.epochs + cfg.epochs_decay:
+        return None
+    return done
 
 
 def _pix2pix(cfg: E2GANTrainConfig, pairs: Path, concept: str, out: Path, encoder: Any, device: str) -> dict[str, Any]:
     """pix2pix ResNet-9 from scratch on the concept's pairs, in the same loop, loss and epochs as E2GAN."""
-    done = _done(out / "summary.json")
+    done = _done(out / "summary.json", cfg)
     if done is not None:
         return done
     data = load_pairs(pairs, [concept], cfg.size)
@@ -321,7 +334,7 @@ def _pix2pix(cfg: E2GANTrainConfig, pairs: Path, concept: str, out: Path, encode
 
 
 def _finetune(out: Path, **kwargs: Any) -> dict[str, Any]:
-    return _done(out / "summary.json") or finetune(out=out, resume=True, **kwargs)
+    return _done(out / "summary.json", kwargs["cfg"]) or finetune(out=out, resume=True, **kwargs)
 
 
 def _lora_model(base_dir: Path, adapter: Path) -> E2GANGenerator:
@@ -545,11 +558,14 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
         summary_rows[key]["adapter_bytes"] = train_mean(key, "adapter_bytes")
     summary_rows["full"]["model_bytes"] = train_mean("full", "model_bytes")
     lo, fu, px = summary_rows["lora"], summary_rows["full"], summary_rows["pix2pix"]
+    # per concept: a mean over concepts is dominated by the colour grade's 40+ dB
+    lora_gap = {c: lo["psnr_per_concept"][c] - fu["psnr_per_concept"][c] for c in HELD_OUT}
     claim = {
         "lora_trainable_fraction_of_full": lo["trainable"] / fu["trainable"],
         "lora_minus_full_psnr_db": lo["psnr"] - fu["psnr"],
+        "lora_minus_full_psnr_db_per_concept": lora_gap,
         "lora_minus_pix2pix_psnr_db": lo["psnr"] - px["psnr"],
-        "lora_reaches_full": lo["psnr"] >= fu["psnr"] - QUALITY_DB,
+        "lora_reaches_full": all(g >= -QUALITY_DB for g in lora_gap.values()),
         "full_gain_over_previous_db": {
             c: summary_rows["full"]["psnr_per_concept"][c] - PREVIOUS_FULL[c] for c in HELD_OUT if c in PREVIOUS_FULL
         },
@@ -673,8 +689,10 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
             f"{_holds(g >= 3.0)})"
             for c, g in claim["full_gain_over_previous_db"].items()
         ),
-        f"claim: LoRA reaches full fine-tuning (within {QUALITY_DB} dB): {claim['lora_minus_full_psnr_db']:+.2f} dB "
-        f"({'holds' if claim['lora_reaches_full'] else 'does not hold'}); reaches pix2pix from scratch: "
+        f"claim: LoRA reaches full fine-tuning (within {QUALITY_DB} dB on every concept): "
+        + ", ".join(f"{c} {g:+.2f} dB" for c, g in lora_gap.items())
+        + f" ({_holds(claim['lora_reaches_full'])}; mean {claim['lora_minus_full_psnr_db']:+.2f}); reaches pix2pix "
+        "from scratch: "
         f"{claim['lora_minus_pix2pix_psnr_db']:+.2f} dB ({_holds(claim['lora_reaches_pix2pix'])})",
         f"claim: K-means beats random at N={p['select_n']} (mean over {p['seeds']} seeds on "
         f"{', '.join(sel_concepts)}, N pairs for as many epochs as the full-data run): "

@@ -683,6 +683,9 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
         f"LoRA trains {100 * claim['lora_trainable_fraction_of_full']:.2f}% of the parameters of full fine-tuning, "
         f"in {100 * claim['lora_train_time_fraction_of_full']:.0f}% of its time "
         f"({100 * claim['lora_train_time_fraction_of_pix2pix']:.0f}% of pix2pix's)",
+        "training time per row (seconds, mean over the concepts it ran on): "
+        + ", ".join(f"{k} {v['train_seconds']:.0f}" for k, v in summary_rows.items() if k != "identity")
+        + f"; the base model {base_sum['train_seconds']:.0f}",
         "full fine-tune vs the run before the fixes (need +3 dB): "
         + ", ".join(
             f"{c} {PREVIOUS_FULL[c]:.2f} -> {summary_rows['full']['psnr_per_concept'][c]:.2f} ({g:+.2f} dB, "

@@ -482,9 +482,9 @@ def test_cli_end_to_end(images, tmp_path, capsys):
     assert json.loads((tmp_path / "b" / "ranks.json").read_text())["ranks"] == ranks  # for --lora auto
     assert main([*rs, *short, "--batch-size", "2", "--lora-lr", "2e-3"]) == 0  # a rerun trains nothing
     assert "training pencil" not in capsys.readouterr().out
-    assert main([*e, "finetune", *b_p, "--out", str(tmp_path / "f2"), *short, *common]) == 0
+    assert main([*e, "finetune", *b_p, "--out", str(tmp_path / "f2"), "--no-lora-bias", *short, *common]) == 0
     layers = json.loads((tmp_path / "f2" / "adapter" / "adapter.json").read_text())["layers"]
-    assert {k: v["rank"] for k, v in layers.items()} == ranks
+    assert {k: v["rank"] for k, v in layers.items()} == ranks and not any(v["bias"] for v in layers.values())
     ls = [*e, "layer-study", *b_p, "--out", str(tmp_path / "ls"), *short, "--batch-size", "2", *common]
     assert main([*ls, "--select-by", "ssim", "--device", "cpu"]) == 0
     study = json.loads((tmp_path / "ls" / "layer_study.json").read_text())["rows"]
@@ -494,7 +494,7 @@ def test_cli_end_to_end(images, tmp_path, capsys):
     assert main([*ls, "--select-by", "ssim", "--resume"]) == 0  # every part done: nothing trains again
     assert json.loads((tmp_path / "ls" / "layer_study.json").read_text())["rows"] == study
     info = json.loads((tmp_path / "f" / "adapter" / "adapter.json").read_text())
-    assert info["concept"] == "pencil" and info["layers"]
+    assert info["concept"] == "pencil" and info["layers"] and all(v["bias"] for v in info["layers"].values())
     # bad input: a non-zero exit and one line on stderr
     capsys.readouterr()
     bad = {

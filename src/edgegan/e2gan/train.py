@@ -77,8 +77,9 @@ CRUCIAL_PARTS = ("sampling", "transformer", "io")
 # Adapters on the detail path's convs get this many times the rank of the others: the path is 32 wide and must
 # learn what the base never drew (ink, strokes). Measured on bench/e2gan.py's cpu preset, [6, 6] epochs, PSNR on
 # the validation pairs (never the evaluation photos): with bias shifts, `pencil` at rank 2 elsewhere and 8 on the
-# path 16.90 dB (41.9 k parameters), at rank 1 elsewhere and 16 on the path 17.15 (39.2 k); `cool` 42.0 (rank 2
-# and 8, no shifts) -> 43.6. Within a 2 % budget the path's rank pays more than the other layers'.
+# path 16.90 dB (41.9 k parameters), at rank 1 elsewhere and 16 on the path 17.15 (39.2 k); `cool` 42.0 at rank 2
+# and 8 without shifts, 43.6 at rank 1 and 16 with them. Within a 2 % budget the path's rank pays more than the
+# other layers'.
 DETAIL_RANK_SCALE = 16
 BEST_WEIGHTS = "best_generator.safetensors"
 

@@ -104,6 +104,9 @@ TOY_SCRIPT = """
     D.barrier(info)
     with open(f"{out}/rank{info.rank}.json", "w") as f:
         json.dump(result, f)
+    # a module-level DDP would keep gloo's process group alive into interpreter teardown, where its worker
+    # threads can abort the process ("terminate called without an active exception")
+    del ddp, opt, loss
     D.cleanup(info)
 """
 

@@ -17,6 +17,7 @@ the main rank (:func:`is_main`) writes logs, model folders and checkpoints -- al
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -192,4 +193,5 @@ def cleanup(info: DistInfo) -> None:
     exception" at exit on a loaded 2-core machine)."""
     if info.enabled and dist.is_initialized():
         dist.barrier()
+        gc.collect()  # unreachable DDP wrappers and pending works still hold the group's gloo threads
         dist.destroy_process_group()

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from edgegan.losses import GANLoss, gradient_penalty, l1_loss, ssim_loss, total_variation
+from edgegan.losses import GANLoss, gradient_penalty, l1_loss, pixel_l1_loss, ssim_loss, total_variation
 from edgegan.models import PatchDiscriminator
 
 
@@ -124,3 +124,56 @@ def test_image_losses():
     flat = torch.zeros(1, 3, 16, 16)
     assert total_variation(flat).item() == 0
     assert ssim_loss(y, -y).item() > 0.5
+
+
+def test_pixel_l1_equals_l1_for_grey_errors_and_moves_channels_together():
+    y = torch.rand(2, 3, 4, 4)
+    e = torch.randn(2, 1, 4, 4)
+    assert pixel_l1_loss(y + e, y, eps=0.0).item() == pytest.approx(l1_loss(y + e, y).item(), rel=1e-5)
+    # an error in one channel only: per-channel L1 counts a third of it, the pixel norm its length / sqrt(3)
+    x = y.clone()
+    x[:, 1] += 0.6
+    assert pixel_l1_loss(x, y, eps=0.0).item() == pytest.approx(0.6 / 3**0.5, rel=1e-5)
+    # each pixel's gradient is parallel to its error vector
+    x = (y + torch.randn_like(y)).requires_grad_(True)
+    pixel_l1_loss(x, y).backward()
+    err = (x - y).detach()
+    cos = torch.nn.functional.cosine_similarity(x.grad, err, dim=1)
+    assert cos.min().item() > 0.9999
+    with pytest.raises(ValueError):
+        pixel_l1_loss(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 3))
+
+
+def test_pixel_l1_does_not_accept_a_colour_neither_target_has():
+    """Two equally likely targets, ink and paper (an edge the model cannot place). Per-channel L1 is minimal
+    anywhere in the box between them, including a magenta corner neither target has; the pixel norm is minimal
+    only on the segment between them, so training from that corner moves back to it (the cartoon speckle)."""
+    ink = torch.tensor([-1.0, -1.0, -1.0])
+    paper = torch.tensor([0.6, 0.4, 0.2])
+    targets = torch.stack([ink, paper]).view(2, 3, 1, 1)
+    corner = torch.tensor([0.6, -1.0, 0.2])  # paper's R and B, ink's G
+    for loss, moves in ((l1_loss, False), (pixel_l1_loss, True)):
+        o = corner.clone().requires_grad_(True)
+        opt = torch.optim.SGD([o], lr=0.05)
+        for _ in range(2000):
+            opt.zero_grad()
+            loss(o.view(1, 3, 1, 1).expand(2, 3, 1, 1), targets).backward()
+            opt.step()
+        # distance from the ink-paper segment
+        d = paper - ink
+        t = ((o.detach() - ink) @ d / (d @ d)).clamp(0, 1)
+        off = (o.detach() - (ink + t * d)).norm().item()
+        assert (off < 0.05) if moves else (off > 0.5), (loss.__name__, off)
+
+
+def test_vanilla_generator_gradient_fades_once_d_is_fooled_and_hinge_does_not():
+    """E2GAN trains with pix2pix's BCE: its generator gradient shrinks as D calls the fake real, so near the target
+    the L1 term decides; hinge's stays at 1 per logit and kept pushing colour noise into cartoon's ink edges."""
+    grads = {}
+    for mode in ("vanilla", "hinge"):
+        pred = torch.tensor([-2.0, 0.0, 4.0, 8.0], requires_grad=True)  # D's logits for fakes, fooled to the right
+        GANLoss(mode)(pred, True, for_discriminator=False).backward()
+        grads[mode] = pred.grad.abs() * pred.numel()
+    assert torch.allclose(grads["hinge"], torch.ones(4))
+    assert grads["vanilla"][0] > 0.85 and grads["vanilla"][-1] < 1e-3
+    assert (grads["vanilla"].diff() < 0).all()

@@ -95,6 +95,19 @@ def l1_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(x, y)
 
 
+def pixel_l1_loss(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """L1 on the length of each pixel's error vector across channels, ``sqrt(sum_c e_c^2 + eps^2) / sqrt(C)``,
+    averaged over pixels (equal to :func:`l1_loss` where the error is the same in every channel).
+
+    Per-channel L1 pulls each channel to its own median, so where the target is one of two colours (an ink
+    line or paper) each channel can make its own call and the output gets a colour the target never has. Here
+    the gradient of each pixel points along its error vector, so every channel moves together."""
+    if x.shape != y.shape or x.ndim < 2:
+        raise ValueError(f"pixel_l1_loss needs two tensors of one shape [N, C, ...], got {x.shape} and {y.shape}")
+    err = (x - y).pow(2).sum(1)
+    return (err + eps * eps).sqrt().mean() / x.shape[1] ** 0.5
+
+
 def ssim_loss(x: torch.Tensor, y: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
     """1 − SSIM, for images whose values lie in ``value_range``.
 

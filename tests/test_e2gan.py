@@ -482,7 +482,11 @@ def test_cli_end_to_end(images, tmp_path, capsys):
     assert json.loads((tmp_path / "b" / "ranks.json").read_text())["ranks"] == ranks  # for --lora auto
     assert main([*rs, *short, "--batch-size", "2", "--lora-lr", "2e-3"]) == 0  # a rerun trains nothing
     assert "training pencil" not in capsys.readouterr().out
-    assert main([*e, "finetune", *b_p, "--out", str(tmp_path / "f2"), "--no-lora-bias", *short, *common]) == 0
+    f2 = [*e, "finetune", *b_p, "--out", str(tmp_path / "f2"), "--no-lora-bias", "--recon", "pixel_l1"]
+    assert main([*f2, "--gan-mode", "hinge", *short, *common]) == 0
+    f2_cfg = yaml.safe_load((tmp_path / "f2" / "config.yaml").read_text())["e2gan"]
+    assert (f2_cfg["recon"], f2_cfg["gan_mode"]) == ("pixel_l1", "hinge")
+    assert (run_cfg["recon"], run_cfg["gan_mode"]) == ("l1", "vanilla")  # the defaults: pix2pix's
     layers = json.loads((tmp_path / "f2" / "adapter" / "adapter.json").read_text())["layers"]
     assert {k: v["rank"] for k, v in layers.items()} == ranks and not any(v["bias"] for v in layers.values())
     ls = [*e, "layer-study", *b_p, "--out", str(tmp_path / "ls"), *short, "--batch-size", "2", *common]
@@ -505,6 +509,8 @@ def test_cli_end_to_end(images, tmp_path, capsys):
             "epochs_decay must be a non-negative integer",
         ),
         "--lora-lr": ([*ft, "--lora-lr", "0"], "lora_lr must be positive"),
+        "--recon": ([*ft, "--recon", "l2"], "recon must be l1 or pixel_l1"),
+        "--gan-mode": ([*ft, "--gan-mode", "wgan"], "gan_mode must be hinge, lsgan or vanilla"),
         "apply --device": ([*apply, "--out", str(tmp_path / "x.png"), "--device", "tpu", *common], "--device must"),
     }
     for what, (args, message) in bad.items():

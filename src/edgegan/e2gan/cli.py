@@ -70,6 +70,8 @@ LR_HELP = "Learning rate of the generator's full weights and the discriminator (
 LORA_LR_HELP = "Learning rate of the LoRA adapters (default 3e-3)."
 LORA_BIAS_HELP = "LoRA adapters also learn a shift of each adapted layer's bias (a few k parameters)."
 DETAIL_LR_HELP = "Learning rate of the generator's full-resolution detail path when it trains in full (default 1e-3)."
+GAN_MODE_HELP = "Adversarial loss: vanilla (pix2pix's BCE), lsgan or hinge."
+RECON_HELP = "Reconstruction loss: l1 (pix2pix's, per channel) or pixel_l1 (on each pixel's RGB error vector)."
 SELECT_BY_HELP = "Model to keep: the last epoch's (pix2pix), or the best on the validation pairs by psnr or ssim."
 DEVICE_HELP = "cpu or cuda[:N]."
 
@@ -84,6 +86,8 @@ class E2GANTraining:
     lr: float | None = option_field(None, "--lr", help=LR_HELP)
     detail_lr: float | None = option_field(None, "--detail-lr", help=DETAIL_LR_HELP)
     batch_size: int = option_field(1, "--batch-size")
+    recon: str = option_field("l1", "--recon", help=RECON_HELP)
+    gan_mode: str = option_field("vanilla", "--gan-mode", help=GAN_MODE_HELP)
     text_encoder: str = option_field("default", "--text-encoder", help=ENCODER_HELP)
     device: str = option_field("cpu", "--device", help=DEVICE_HELP)
     seed: int = option_field(0, "--seed")
@@ -105,6 +109,8 @@ class E2GANTraining:
             epochs_decay=self.epochs_decay,
             select_by=select_by,
             lora_bias=lora_bias,
+            recon=self.recon,
+            gan_mode=self.gan_mode,
             seed=self.seed,
             **rates,
         )

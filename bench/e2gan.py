@@ -399,21 +399,17 @@ def _full_rows(
 
 
 def _layer_study(cfg: E2GANTrainConfig, p: dict[str, Any], work: Path, encoder: Any, device: str) -> dict[str, Any]:
-    study = _done(work / "layer_study" / "layer_study.json")
-    if study is None:
-        console.log(f"layer study on {p['layer_study']!r}: full fine-tuning with each part frozen in turn")
-        study_cfg = dataclasses.replace(cfg, epochs=p["study_epochs"][0], epochs_decay=p["study_epochs"][1])
-        study = layer_study(
-            work / "base" / "base",
-            work / "pairs" / "train",
-            p["layer_study"],
-            work / "layer_study",
-            study_cfg,
-            encoder,
-            resume=True,
-            device=device,
-        )
-    return study
+    with _claim(work / "layer_study"):
+        return _done(work / "layer_study" / "layer_study.json") or _train_layer_study(cfg, p, work, encoder, device)
+
+
+def _train_layer_study(
+    cfg: E2GANTrainConfig, p: dict[str, Any], work: Path, encoder: Any, device: str
+) -> dict[str, Any]:
+    console.log(f"layer study on {p['layer_study']!r}: full fine-tuning with each part frozen in turn")
+    study_cfg = dataclasses.replace(cfg, epochs=p["study_epochs"][0], epochs_decay=p["study_epochs"][1])
+    pairs, base, out = work / "pairs" / "train", work / "base" / "base", work / "layer_study"
+    return layer_study(base, pairs, p["layer_study"], out, study_cfg, encoder, resume=True, device=device)
 
 
 def _lora_model(base_dir: Path, adapter: Path) -> E2GANGenerator:

@@ -71,6 +71,7 @@ from edgegan.e2gan.train import (
 )
 from edgegan.export.onnx import export_onnx
 from edgegan.fileio import atomic_write_json
+from edgegan.metrics.reference import invented_colour
 from edgegan.models import E2GANGenerator, ResnetGenerator
 from edgegan.nn.lora import load_adapter, merge_lora
 from edgegan.profile import machine_info, machine_line, onnx_latency, profile_macs
@@ -412,6 +413,18 @@ def _train_layer_study(
     return layer_study(base, pairs, p["layer_study"], out, study_cfg, encoder, resume=True, device=device)
 
 
+def _invented(model: nn.Module, data: Any, encoder: Any, batch: int = 8) -> float:
+    """Mean fraction of pixels with a colour the editor's output has nowhere within 1 px (colour speckle)."""
+    fractions = []
+    with torch.no_grad():
+        for i in range(0, len(data), batch):
+            part = data.take(range(i, min(i + batch, len(data))))
+            text, mask = encoder.encode(part.prompts)
+            out = model.eval()(part.inputs, text, mask).clamp(-1, 1)
+            fractions.append(invented_colour((out + 1) / 2, (part.targets + 1) / 2))
+    return float(torch.cat(fractions).mean())
+
+
 def _lora_model(base_dir: Path, adapter: Path) -> E2GANGenerator:
     model = edgegan.load(base_dir)
     load_adapter(model, adapter)
@@ -577,6 +590,7 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
         quality[concept] = {name: evaluate(m, test, encoder) for name, m in models.items()}
         for name, m in models.items():
             quality[concept][name]["fid"] = fid(m, test, encoder)
+            quality[concept][name]["invented_colour"] = _invented(m, test, encoder)
         with torch.no_grad():
             k = min(GRID_IMAGES, len(test))
             t, mask = encoder.encode(test.prompts[:k])
@@ -758,6 +772,14 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
             f"{c}: "
             + ", ".join(
                 f"{k} {summary_rows[k]['psnr_per_concept'][c]:.2f}" for k in ("lora", "full", "pix2pix", "identity")
+            )
+            for c in HELD_OUT
+        ),
+        "colour speckle (pixels more saturated than any editor pixel within 1 px by > 0.25), % of pixels: "
+        + "; ".join(
+            f"{c}: "
+            + ", ".join(
+                f"{k} {100 * quality[c][k]['invented_colour']:.2f}" for k in ("lora", "full", "pix2pix", "identity")
             )
             for c in HELD_OUT
         ),

@@ -2,7 +2,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from edgegan.metrics.reference import l1, paired_metrics, psnr
+from edgegan.metrics.reference import invented_colour, l1, paired_metrics, psnr
 from edgegan.metrics.ssim import ms_ssim, ms_ssim_min_size, ssim
 
 
@@ -64,3 +64,21 @@ def test_bad_shapes():
         ssim(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 17))
     with pytest.raises(ValueError, match="11"):
         ssim(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
+
+
+def test_invented_colour_counts_speckle_not_blur():
+    beige, ink = torch.tensor([0.8, 0.7, 0.6]), torch.zeros(3)
+    target = beige.view(1, 3, 1, 1).repeat(1, 1, 8, 8)
+    target[:, :, :, 4:] = 0.0  # an ink region on the right
+    out = target.clone()
+    assert invented_colour(out, target).item() == 0.0
+    out[:, :, :, 3] = 0.5 * (beige + ink).view(1, 3, 1)  # a blurred edge: a mix of the two colours
+    assert invented_colour(out, target).item() == 0.0
+    out[0, :, 2, 4] = torch.tensor([0.9, 0.1, 0.9])  # one magenta pixel on the ink
+    assert invented_colour(out, target).item() == pytest.approx(1 / 64)
+    far = target.clone()
+    far[0, :, 2, 7] = torch.tensor([0.9, 0.1, 0.9])  # 3 px from any beige: still more than beige's saturation
+    assert invented_colour(far, target).item() == pytest.approx(1 / 64)
+    assert invented_colour(out, target, margin=0.9).item() == 0.0
+    with pytest.raises(ValueError):
+        invented_colour(out[0], target[0])

@@ -14,7 +14,7 @@ from edgegan.metrics.fid import (
     sifid,
 )
 from edgegan.metrics.patches import patch_realism, sample_diversity
-from edgegan.metrics.reference import l1, paired_metrics, psnr
+from edgegan.metrics.reference import invented_colour, l1, paired_metrics, psnr
 from edgegan.metrics.ssim import gaussian_window, ms_ssim, ssim, ssim_map
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "fid_from_features",
     "frechet_distance",
     "gaussian_window",
+    "invented_colour",
     "kid",
     "l1",
     "ms_ssim",

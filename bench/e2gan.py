@@ -4,9 +4,8 @@ Usage: python bench/e2gan.py [--preset cpu|gpu|tiny] [--data DIR] [--out bench/r
                              [--threads N] [--device cpu] [--stop-after pairs|base] [--full-rows-only]
 
 On 2 cores: ``--stop-after base --threads 2``, then ``--threads 1`` and ``--threads 1 --full-rows-only`` side by
-side (the second trains the full fine-tuning, pix2pix and layer-study rows while the first searches ranks and
-trains the adapters; a row one process is training, the other waits for), then ``--threads 1`` once more if the
-first finished before the second.
+side: the second trains the full fine-tuning, pix2pix and layer-study rows while the first searches ranks and
+trains the adapters, then reads those rows back (it waits for a row the other process is training).
 
 1. Images: facades photos (``facades/A/train`` for training, ``facades/A/test`` for the held-out
    evaluation images; the test photos are only evaluated on, never used to choose anything) plus square

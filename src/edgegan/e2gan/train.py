@@ -119,13 +119,13 @@ class E2GANTrainConfig:
     epochs_decay: int = 10
     lambda_recon: float = 100.0  # the L1 term's weight (pix2pix's lambda_L1; runs saved before say lambda_l1)
     # "l1": pix2pix's per-channel L1; "pixel_l1": L1 on each pixel's RGB error vector (losses.pixel_l1_loss).
-    # Measured as gan_mode above (hinge): pixel_l1 cut cartoon's invented-colour pixels 0.73 -> 0.49 % (and
+    # Measured as gan_mode below (with hinge): pixel_l1 cut cartoon's invented-colour pixels 0.73 -> 0.49 % (and
     # changed their colour to green) for -0.19 dB of validation PSNR; cool 48.94 -> 49.30. Not the default.
     recon: str = "l1"
     # pix2pix's loss (the paper trains with "the conventional adversarial loss" of pix2pix). Measured on
     # bench/e2gan.py's cpu preset, LoRA from the (hinge-trained) base, [10, 10] epochs, validation pairs: hinge
     # left isolated magenta or green pixels at cartoon's ink edges (output more saturated than any editor pixel
-    # within 1 px by > 0.5: 0.73 % of pixels), vanilla 0.14 %; validation PSNR cartoon 17.82 -> 17.65 dB, cool
+    # within 1 px by > 0.5 in [-1, 1]: 0.73 % of pixels), vanilla 0.14 %; validation PSNR cartoon 17.82 -> 17.65, cool
     # 48.94 -> 49.42. Hinge's generator gradient never fades as D is fooled; BCE's does.
     gan_mode: str = "vanilla"
     ndf: int = 64

@@ -406,6 +406,19 @@ def test_a_run_saved_with_the_old_loss_weight_name_resumes(pairs, tmp_path):
         _run(pairs, tmp_path / "part", cfg, resume=True)
 
 
+def test_runs_saved_before_detail_lora_lr_read_as_they_trained():
+    from edgegan.e2gan.train import upgrade_run_config
+
+    old = {k: v for k, v in E2GANTrainConfig(lora_lr=2e-3).to_dict().items() if k != "detail_lora_lr"}
+    lora = upgrade_run_config({"e2gan": old, "recipe": "finetune-lora", "ranks": {"up.0": 1}})["e2gan"]
+    assert lora["detail_lora_lr"] == 2e-3  # the detail path's adapters trained at lora_lr
+    searched = upgrade_run_config({"e2gan": old, "recipe": "rank-search", "ranks": {"up.0": 1}})["e2gan"]
+    assert searched["detail_lora_lr"] == 2e-3
+    for recipe in ("pretrain", "finetune-full", "layer-study"):  # no adapters: today's default, so they match
+        full = upgrade_run_config({"e2gan": old, "recipe": recipe, "ranks": {}})["e2gan"]
+        assert full == E2GANTrainConfig(lora_lr=2e-3).to_dict(), recipe
+
+
 def test_the_detail_path_trains_at_its_own_rate(pairs, tmp_path):
     from edgegan.e2gan.train import build_generator
 
@@ -416,6 +429,24 @@ def test_the_detail_path_trains_at_its_own_rate(pairs, tmp_path):
     moved = {k: float((v - before[k]).abs().max()) for k, v in g.state_dict().items()}
     detail = [k for k in moved if k.startswith(("detail.", "detail_film.", "detail_out."))]
     assert len(detail) == 2 * 5 + 2 + 2  # five convs, the FiLM's linear and the output conv (weights and biases)
+    assert min(moved[k] for k in detail) > 1e-3, moved  # Adam moves each by about the rate, 1e-2
+    assert max(v for k, v in moved.items() if k not in detail) < 1e-7, moved
+
+
+def test_lora_on_the_detail_path_trains_at_its_own_rate(pairs, base, tmp_path):
+    from edgegan.e2gan.train import build_discriminator, crucial_layer_names, train_loop
+    from edgegan.nn.lora import add_lora, set_lora_trainable
+
+    cfg = E2GANTrainConfig(**TINY, epochs=1, epochs_decay=0, batch_size=2, lora_lr=1e-9, detail_lora_lr=1e-2)
+    g = edgegan.load(base["base"])
+    add_lora(g, {n: 2 for n in crucial_layer_names(g)})
+    set_lora_trainable(g)
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+    train, val = load_pairs(pairs, ["sepia"], 32).split(0.25, 0)
+    train_loop(g, build_discriminator(cfg), train, val, TinyTextEncoder(dim=12), tmp_path / "r", cfg)
+    moved = {k: float((v - before[k]).abs().max()) for k, v in g.state_dict().items() if k.endswith(".lora_B")}
+    detail = [k for k in moved if k.startswith(("detail.", "detail_out."))]
+    assert detail and len(detail) < len(moved)
     assert min(moved[k] for k in detail) > 1e-3, moved  # Adam moves each by about the rate, 1e-2
     assert max(v for k, v in moved.items() if k not in detail) < 1e-7, moved
 
@@ -461,11 +492,12 @@ def test_cli_end_to_end(images, tmp_path, capsys):
     base_pairs = ["--base", str(tmp_path / "b" / "base"), "--pairs", str(tmp_path / "p")]
     b_p = [*base_pairs, "--concept", "pencil"]
     ft = [*e, "finetune", *b_p, "--out", str(tmp_path / "f"), *short, *common]
-    assert main([*ft, "--lora-lr", "2e-3", "--device", "cpu", "--select", "4"]) == 0
+    assert main([*ft, "--lora-lr", "2e-3", "--detail-lora-lr", "4e-4", "--device", "cpu", "--select", "4"]) == 0
     said = capsys.readouterr().out
     assert "--select 4: 4 pairs by kmeans" in said and "epoch 1 (selected by last), val PSNR" in said
     run_cfg = yaml.safe_load((tmp_path / "f" / "config.yaml").read_text())["e2gan"]
     assert (run_cfg["lora_lr"], run_cfg["lr"], run_cfg["epochs_decay"], run_cfg["ngf"]) == (2e-3, 2e-4, 0, 8)
+    assert run_cfg["detail_lora_lr"] == 4e-4
     apply = [*e, "apply", str(tmp_path / "f" / "adapter"), str(images[0]), "--base", str(tmp_path / "b" / "base")]
     assert main([*apply, "--out", str(tmp_path / "o.png"), "--device", "cpu", *common]) == 0
     assert (tmp_path / "o.png").is_file()
@@ -509,6 +541,7 @@ def test_cli_end_to_end(images, tmp_path, capsys):
             "epochs_decay must be a non-negative integer",
         ),
         "--lora-lr": ([*ft, "--lora-lr", "0"], "lora_lr must be positive"),
+        "--detail-lora-lr": ([*rs, "--detail-lora-lr", "-1"], "detail_lora_lr must be positive"),
         "--recon": ([*ft, "--recon", "l2"], "recon must be l1 or pixel_l1"),
         "--gan-mode": ([*ft, "--gan-mode", "wgan"], "gan_mode must be hinge, lsgan or vanilla"),
         "apply --device": ([*apply, "--out", str(tmp_path / "x.png"), "--device", "tpu", *common], "--device must"),

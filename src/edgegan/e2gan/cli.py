@@ -68,6 +68,7 @@ EPOCHS_HELP = "Epochs at the learning rate (pix2pix's n_epochs)."
 DECAY_HELP = "Epochs after --epochs with the learning rate falling linearly to 0 (pix2pix's n_epochs_decay)."
 LR_HELP = "Learning rate of the generator's full weights and the discriminator (default 2e-4)."
 LORA_LR_HELP = "Learning rate of the LoRA adapters (default 3e-3)."
+DETAIL_LORA_LR_HELP = "Learning rate of the LoRA adapters on the full-resolution detail path (default 2e-3)."
 LORA_BIAS_HELP = "LoRA adapters also learn a shift of each adapted layer's bias (a few k parameters)."
 DETAIL_LR_HELP = "Learning rate of the generator's full-resolution detail path when it trains in full (default 1e-3)."
 GAN_MODE_HELP = "Adversarial loss: vanilla (pix2pix's BCE), lsgan or hinge."
@@ -92,13 +93,26 @@ class E2GANTraining:
     device: str = option_field("cpu", "--device", help=DEVICE_HELP)
     seed: int = option_field(0, "--seed")
 
-    def config(self, ngf: int, *, lora_lr: float | None = None, lora_bias: bool = True, select_by: str = "last") -> Any:
+    def config(
+        self,
+        ngf: int,
+        *,
+        lora_lr: float | None = None,
+        detail_lora_lr: float | None = None,
+        lora_bias: bool = True,
+        select_by: str = "last",
+    ) -> Any:
         """The run's E2GANTrainConfig (None: the config's default); bad values are one-line ConfigErrors. Checks
         the device too."""
         from edgegan.e2gan.train import E2GANTrainConfig
 
         self.device = _device(self.device)
-        given = (("lr", self.lr), ("lora_lr", lora_lr), ("detail_lr", self.detail_lr))
+        given = (
+            ("lr", self.lr),
+            ("lora_lr", lora_lr),
+            ("detail_lr", self.detail_lr),
+            ("detail_lora_lr", detail_lora_lr),
+        )
         rates = {k: v for k, v in given if v is not None}
         return E2GANTrainConfig(
             size=self.size,
@@ -267,6 +281,7 @@ def finetune_cmd(
     select: int | None = typer.Option(None, "--select", help="Keep N training pairs (K-means nearest-to-centre)."),
     selection: str = typer.Option("kmeans", "--selection", help="kmeans or random."),
     lora_lr: float | None = typer.Option(None, "--lora-lr", help=LORA_LR_HELP),
+    detail_lora_lr: float | None = typer.Option(None, "--detail-lora-lr", help=DETAIL_LORA_LR_HELP),
     lora_bias: bool = typer.Option(True, "--lora-bias/--no-lora-bias", help=LORA_BIAS_HELP),
     select_by: str = typer.Option("last", "--select-by", help=SELECT_BY_HELP),
     resume: bool = typer.Option(False, "--resume"),
@@ -283,7 +298,13 @@ def finetune_cmd(
     import edgegan
     from edgegan.e2gan.train import finetune
 
-    cfg = train.config(edgegan.load(base).config.ngf, lora_lr=lora_lr, lora_bias=lora_bias, select_by=select_by)
+    cfg = train.config(
+        edgegan.load(base).config.ngf,
+        lora_lr=lora_lr,
+        detail_lora_lr=detail_lora_lr,
+        lora_bias=lora_bias,
+        select_by=select_by,
+    )
     enc = _encoder(train.text_encoder, out / "text_cache")
     ranks = None if full else _parse_ranks(lora, base)
     with _bar("finetune", cfg.total_epochs) as bar:
@@ -327,6 +348,7 @@ def rank_search_cmd(
         0.05, "--min-margin", help="dB floor of the margin (rank-1 seed-to-seed PSNR noise) a larger rank must beat."
     ),
     lora_lr: float | None = typer.Option(None, "--lora-lr", help=LORA_LR_HELP),
+    detail_lora_lr: float | None = typer.Option(None, "--detail-lora-lr", help=DETAIL_LORA_LR_HELP),
     lora_bias: bool = typer.Option(True, "--lora-bias/--no-lora-bias", help=LORA_BIAS_HELP),
     train: E2GANTraining = shared(
         E2GANTraining,
@@ -339,7 +361,9 @@ def rank_search_cmd(
     from edgegan.e2gan.train import rank_search
     from edgegan.fileio import atomic_write_json
 
-    cfg = train.config(edgegan.load(base).config.ngf, lora_lr=lora_lr, lora_bias=lora_bias)
+    cfg = train.config(
+        edgegan.load(base).config.ngf, lora_lr=lora_lr, detail_lora_lr=detail_lora_lr, lora_bias=lora_bias
+    )
     enc = _encoder(train.text_encoder, out / "text_cache")
     rec = rank_search(
         base,

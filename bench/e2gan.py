@@ -1,11 +1,12 @@
 """E2GAN on real photos with classical-editor concepts: LoRA on crucial layers vs full fine-tuning vs pix2pix.
 
 Usage: python bench/e2gan.py [--preset cpu|gpu|tiny] [--data DIR] [--out bench/results/e2gan]
-                             [--threads N] [--device cpu] [--stop-after pairs|base] [--full-rows-only]
+                             [--threads N] [--device cpu] [--stop-after pairs|base] [--helper]
 
-On 2 cores: ``--stop-after base --threads 2``, then ``--threads 1`` and ``--threads 1 --full-rows-only`` side by
-side: the second trains the full fine-tuning, pix2pix and layer-study rows while the first searches ranks and
-trains the adapters, then reads those rows back (it waits for a row the other process is training).
+On 2 cores: ``--stop-after base --threads 2``, then ``--threads 1`` and ``--threads 1 --helper`` side by side: the
+helper trains the full fine-tuning, pix2pix and layer-study rows while the main process searches ranks and trains
+the adapter rows; then the helper trains adapter rows from the last one back. Each row is trained by one process
+only (a lock file); the main process waits for a row the helper is training, then evaluates.
 
 1. Images: facades photos (``facades/A/train`` for training, ``facades/A/test`` for the held-out
    evaluation images; the test photos are only evaluated on, never used to choose anything) plus square
@@ -36,7 +37,7 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -337,7 +338,7 @@ def _done(path: Path, cfg: E2GANTrainConfig | None = None) -> dict[str, Any] | N
 
 @contextlib.contextmanager
 def _claim(out: Path) -> Iterator[None]:
-    """Train the row in ``out`` in this process only: wait while another live process (``--full-rows-only`` beside
+    """Train the row in ``out`` in this process only: wait while another live process (``--helper`` beside
     the main bench) holds it, then hold it while training. A lock whose process is gone is ignored."""
     lock = out / ".bench-lock"
     while lock.is_file():
@@ -398,6 +399,65 @@ def _full_rows(
     return r
 
 
+def _rank_search(
+    cfg: E2GANTrainConfig, p: dict[str, Any], work: Path, concepts: list[str], encoder: Any, device: str
+) -> dict[str, Any]:
+    """The LoRA rank search's record on ``concepts`` (resumable: finished ranks are read back)."""
+    rank_cfg = dataclasses.replace(cfg, epochs=p["rank_epochs"][0], epochs_decay=p["rank_epochs"][1])
+    with _claim(work / "ranks"):
+        console.log(f"LoRA rank search on {concepts}: fresh adapters at ranks 1, 2, 4, ... ({p['rank_epochs']})")
+        return rank_search(
+            work / "base" / "base",
+            work / "pairs" / "train",
+            concepts,
+            work / "ranks",
+            rank_cfg,
+            encoder,
+            max_rank=p["max_rank"],
+            max_params=p["max_params"],
+            device=device,
+        )
+
+
+def _adapter_jobs(
+    cfg: E2GANTrainConfig, p: dict[str, Any], work: Path, ranks: dict[str, int], encoder: Any, device: str
+) -> list[tuple[str, str, Path, dict[str, Any]]]:
+    """The LoRA rows as ``(concept, key, folder, finetune kwargs)``, in the main bench's order."""
+    jobs: list[tuple[str, str, Path, dict[str, Any]]] = []
+    for concept in HELD_OUT:
+        folder = work / "ft" / concept
+        common = {
+            "base_dir": work / "base" / "base",
+            "pairs_dir": work / "pairs" / "train",
+            "concept": concept,
+            "encoder": encoder,
+            "device": device,
+            "mode": "lora",
+        }
+        rows: list[tuple[str, str, E2GANTrainConfig, dict[str, int], dict[str, Any]]] = [
+            ("lora", "lora", cfg, ranks, {})
+        ]
+        for s in range(1, p.get("gap_seeds", 1)):  # LoRA vs full again at other seeds (split, init, batches)
+            rows.append((f"lora_seed{s}", f"lora_seed{s}", dataclasses.replace(cfg, seed=s), ranks, {}))
+        # LoRA's own learning rates vs the full model's: the measurement behind E2GANTrainConfig.lora_lr
+        if concept in p["lr_concepts"]:
+            slow = dataclasses.replace(cfg, lora_lr=cfg.lr, detail_lora_lr=cfg.lr)
+            rows.append(("lora_lr_full", "lora_lr_full", slow, ranks, {}))
+        for rank in p["fixed_ranks"]:  # how quality grows with the rank, next to the searched ranks
+            rows.append((f"rank{rank}", f"lora_rank{rank}", cfg, {n: rank for n in ranks}, {}))
+        if concept in p["select_concepts"]:
+            # N pairs for as many epochs as (a): the data reduction saves training time, as in the paper; K-means
+            # and random get the same N and the same steps
+            for how in ("kmeans", "random"):
+                for s in range(p["seeds"]):
+                    extra = {"select": p["select_n"], "selection": how}
+                    name = f"lora_{how}{p['select_n']}_seed{s}"
+                    rows.append((f"{how}{s}", name, dataclasses.replace(cfg, seed=s), ranks, extra))
+        for key, name, row_cfg, row_ranks, extra in rows:
+            jobs.append((concept, key, folder / name, {"cfg": row_cfg, "ranks": row_ranks, **common, **extra}))
+    return jobs
+
+
 def _layer_study(cfg: E2GANTrainConfig, p: dict[str, Any], work: Path, encoder: Any, device: str) -> dict[str, Any]:
     with _claim(work / "layer_study"):
         return _done(work / "layer_study" / "layer_study.json") or _train_layer_study(cfg, p, work, encoder, device)
@@ -450,10 +510,10 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
     ap.add_argument("--weights", type=Path, default=None, help="folder or file with the FID Inception weights")
     ap.add_argument("--stop-after", choices=("pairs", "base"), default=None, help="stop once this stage is saved")
     ap.add_argument(
-        "--full-rows-only",
+        "--helper",
         action="store_true",
-        help="after the base, train only the rows that need no adapter ranks (full fine-tuning, pix2pix, the layer "
-        "study) and stop: run it beside the main bench (which trains its adapter rows first) to use a second core",
+        help="a second process beside the main bench (which trains its adapter rows first): after the base, train "
+        "the full fine-tuning, pix2pix and layer-study rows, then the adapter rows from the last one back, and stop",
     )
     args = ap.parse_args()
     if args.threads:
@@ -507,64 +567,26 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
     base_dir = work / "base" / "base"
     if args.stop_after == "base":
         return
-    if args.full_rows_only:
+    if args.helper:
         for concept in HELD_OUT:
             _full_rows(cfg, p, work, concept, encoder, args.device)
         _layer_study(cfg, p, work, encoder, args.device)
-        console.log("full fine-tuning, pix2pix and layer-study rows done")
+        ranks_rec = _rank_search(cfg, p, work, search_concepts, encoder, args.device)
+        ranks = {k: int(v) for k, v in ranks_rec["ranks"].items()}
+        for _, _, row_out, kwargs in reversed(_adapter_jobs(cfg, p, work, ranks, encoder, args.device)):
+            _finetune(row_out, **kwargs)
+        console.log("helper: every row is done or being trained by the main bench")
         return
 
-    rank_cfg = dataclasses.replace(cfg, epochs=p["rank_epochs"][0], epochs_decay=p["rank_epochs"][1])
-    console.log(f"LoRA rank search on {search_concepts}: fresh adapters at ranks 1, 2, 4, ... ({p['rank_epochs']})")
-    ranks_rec = rank_search(
-        base_dir,
-        pairs_train,
-        search_concepts,
-        work / "ranks",
-        rank_cfg,
-        encoder,
-        max_rank=p["max_rank"],
-        max_params=p["max_params"],
-        **dev,
-    )  # resumable: finished ranks are read back
+    ranks_rec = _rank_search(cfg, p, work, search_concepts, encoder, args.device)
     ranks = {k: int(v) for k, v in ranks_rec["ranks"].items()}
-
-    runs: dict[str, dict[str, Any]] = {}
-    n_train = None
+    runs: dict[str, dict[str, Any]] = {c: {} for c in HELD_OUT}
+    # the adapter rows first: a --helper process on another core trains the rest, then these from the end
+    for concept, key, row_out, kwargs in _adapter_jobs(cfg, p, work, ranks, encoder, args.device):
+        runs[concept][key] = _finetune(row_out, **kwargs)
     for concept in HELD_OUT:
-        folder = work / "ft" / concept
-        common = {"base_dir": base_dir, "pairs_dir": pairs_train, "concept": concept, "encoder": encoder, **dev}
-        r: dict[str, Any] = {}
-        console.log(f"{concept}: LoRA (searched ranks), full fine-tune, pix2pix from scratch, {p['epochs']} epochs")
-        # the adapter rows first: a --full-rows-only process on another core trains the rest meanwhile
-        r["lora"] = _finetune(folder / "lora", cfg=cfg, mode="lora", ranks=ranks, **common)
-        for s in range(1, p.get("gap_seeds", 1)):  # LoRA vs full again at other seeds (split, init, batches)
-            seeded = dataclasses.replace(cfg, seed=s)
-            r[f"lora_seed{s}"] = _finetune(folder / f"lora_seed{s}", cfg=seeded, mode="lora", ranks=ranks, **common)
-        # LoRA's own learning rate vs the full model's: the measurement behind E2GANTrainConfig.lora_lr
-        if concept in p["lr_concepts"]:
-            slow = dataclasses.replace(cfg, lora_lr=cfg.lr)
-            r["lora_lr_full"] = _finetune(folder / "lora_lr_full", cfg=slow, mode="lora", ranks=ranks, **common)
-        for rank in p["fixed_ranks"]:  # how quality grows with the rank, next to the searched ranks
-            fixed = {n: rank for n in ranks}
-            r[f"rank{rank}"] = _finetune(folder / f"lora_rank{rank}", cfg=cfg, mode="lora", ranks=fixed, **common)
-        n_train = r["lora"]["train_pairs"]
-        if concept in p["select_concepts"]:
-            # N pairs for as many epochs as (a): the data reduction saves training time, as in the paper; K-means
-            # and random get the same N and the same steps
-            sel_cfg = cfg
-            for how in ("kmeans", "random"):
-                for s in range(p["seeds"]):
-                    r[f"{how}{s}"] = _finetune(
-                        folder / f"lora_{how}{p['select_n']}_seed{s}",
-                        cfg=dataclasses.replace(sel_cfg, seed=s),
-                        mode="lora",
-                        ranks=ranks,
-                        select=p["select_n"],
-                        selection=how,
-                        **common,
-                    )
-        runs[concept] = r | _full_rows(cfg, p, work, concept, encoder, args.device)
+        runs[concept] |= _full_rows(cfg, p, work, concept, encoder, args.device)
+    n_train = runs[HELD_OUT[0]]["lora"]["train_pairs"]
     study = _layer_study(cfg, p, work, encoder, args.device)
 
     console.log("evaluating on the held-out images against the editor's outputs")
@@ -760,28 +782,20 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
     verdict_select = _holds(claim["kmeans_beats_random"])
     if claim["kmeans_random_tie"]:
         verdict_select = f"does not hold: a tie within {SELECT_DB} dB"
+
+    def per_concept(value: Callable[[str, str], str]) -> str:  # "cartoon: lora V, full V, ...; pencil: ..."
+        rows = ("lora", "full", "pix2pix", "identity")
+        return "; ".join(f"{c}: " + ", ".join(f"{k} {value(c, k)}" for k in rows) for c in HELD_OUT)
+
     lines = [
         f"base: {p['ngf']}-wide 3RB+1TB with a {base.config.detail}-wide full-resolution detail path on "
         f"{', '.join(base_concepts)} ({p['base_epochs']} epochs constant + decay, "
         f"{p['size']} px); held-out concepts {', '.join(HELD_OUT)}; {n_train} training pairs each; {p['epochs']} "
         f"epochs (constant + decay) for LoRA, full fine-tune and pix2pix; evaluation on {len(images['eval'])} "
         "held-out images",
-        "per concept PSNR: "
-        + "; ".join(
-            f"{c}: "
-            + ", ".join(
-                f"{k} {summary_rows[k]['psnr_per_concept'][c]:.2f}" for k in ("lora", "full", "pix2pix", "identity")
-            )
-            for c in HELD_OUT
-        ),
+        "per concept PSNR: " + per_concept(lambda c, k: f"{summary_rows[k]['psnr_per_concept'][c]:.2f}"),
         "colour speckle (pixels more saturated than any editor pixel within 1 px by > 0.25), % of pixels: "
-        + "; ".join(
-            f"{c}: "
-            + ", ".join(
-                f"{k} {100 * quality[c][k]['invented_colour']:.2f}" for k in ("lora", "full", "pix2pix", "identity")
-            )
-            for c in HELD_OUT
-        ),
+        + per_concept(lambda c, k: f"{100 * quality[c][k]['invented_colour']:.2f}"),
         f"every LoRA/full row above identity by at least {claim['min_margin_over_identity_db']:+.2f} dB "
         "(worst concept)",
         f"searched ranks (on {', '.join(search_concepts)}): "

@@ -91,8 +91,8 @@ class E2GANTrainConfig:
 
     The schedule is pix2pix's: ``epochs`` at the learning rate, then ``epochs_decay`` with it falling linearly
     to zero. LoRA adapters train at ``lora_lr``, those on the detail path at ``detail_lora_lr`` (full fine-tuning
-    and pre-training at ``lr``, the detail path at ``detail_lr``). The model passed on is the last epoch's (``select_by="last"``, as pix2pix); ``psnr``/``ssim`` keep the best epoch on the
-    validation slice instead."""
+    and pre-training at ``lr``, the detail path at ``detail_lr``). The model passed on is the last epoch's
+    (``select_by="last"``, as pix2pix); ``psnr``/``ssim`` keep the best epoch on the validation slice instead."""
 
     ngf: int = 64
     n_blocks: int = 3

@@ -806,7 +806,8 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
             for c, v in ranks_rec["concepts"].items()
         )
         + f"; kept {sorted(set(ranks.values()))} over {len(ranks)} crucial layers",
-        f"LoRA at its own lr ({cfg.lora_lr:g}) vs at the full model's ({cfg.lr:g}) on "
+        f"LoRA at its own lrs ({cfg.lora_lr:g}, detail path {cfg.detail_lora_lr:g}) vs at the full model's "
+        f"({cfg.lr:g}) on "
         f"{', '.join(having('lora_lr_full'))}: {claim['lora_lr_minus_full_lr_psnr_db']:+.2f} dB",
         "still learning? validation PSNR gained over the last quarter of the epochs: "
         + ", ".join(f"{k} {summary_rows[k]['last_quarter_gain_db']:+.2f} dB" for k in ("lora", "full", "pix2pix")),

@@ -299,26 +299,54 @@ def test_rank_search_trains_fresh_adapters_per_rank_and_measures_noise(pairs, ba
     assert not (out / "cool" / "rank8-seed0").exists() and stop["ranks"] == lora_ranks(names, 1, caps)
 
 
-def test_rank_search_keeps_the_adapter_within_its_parameter_budget(pairs, base, tmp_path):
-    from edgegan.e2gan.train import _adapter_params, crucial_layer_names, lora_ranks, rank_search
+def test_rank_search_fills_its_parameter_budget_with_the_detail_path(pairs, base, tmp_path):
+    from edgegan.e2gan.train import _adapter_params, crucial_layer_names, fill_detail_ranks, lora_ranks, rank_search
     from edgegan.nn.lora import lora_rank_cap
 
     model = edgegan.load(base["base"])
     names = crucial_layer_names(model)
     caps = {n: lora_rank_cap(model.get_submodule(n)) for n in names}
+    detail = [n for n in names if n.startswith("detail")]
     total = sum(p.numel() for p in model.parameters())
-    r1, r2 = _adapter_params(model, names, caps, 1, True), _adapter_params(model, names, caps, 2, True)
-    assert 0 < r1 < r2 < total
+
+    def count(ranks):
+        return _adapter_params(model, names, ranks, None, True)
+
+    def with_detail(rank, d):
+        return {**lora_ranks(names, rank, caps), **{n: min(d, caps[n]) for n in detail}}
+
+    # A budget that holds rank 1 with the detail path at 6 but not at 7: the path gets exactly 6.
+    budget = (count(with_detail(1, 6)) + count(with_detail(1, 7))) / 2
+    assert count(with_detail(1, 6)) < budget < count(with_detail(1, 7))
+    assert fill_detail_ranks(model, lora_ranks(names, 1, caps), caps, budget, True) == with_detail(1, 6)
+    # never below the other layers' rank: a budget under rank 2 everywhere leaves no room for rank 2
+    assert fill_detail_ranks(model, lora_ranks(names, 2, caps), caps, count(with_detail(2, 2)) - 1, True) is None
+    assert fill_detail_ranks(model, lora_ranks(names, 1, caps), caps, 1e12, True) == {
+        **lora_ranks(names, 1, caps),
+        **{n: caps[n] for n in detail},  # an unlimited budget: every detail conv at full rank
+    }
     cfg = E2GANTrainConfig(**TINY, epochs=1, epochs_decay=0)
     enc = TinyTextEncoder(dim=12)
-    # A budget between rank 1 and rank 2: no doubling is tried, whatever the PSNR says.
-    budget = (r1 + r2) / 2 / total
-    rec = rank_search(base["base"], pairs, ["cool"], tmp_path / "rs", cfg, enc, max_params=budget, min_margin_db=0)
-    assert [t["rank"] for t in rec["concepts"]["cool"]["trail"]] == [1] and rec["ranks"] == lora_ranks(names, 1, caps)
-    assert rec["adapter_params"] == r1 == rec["concepts"]["cool"]["trail"][0]["trainable"]  # what really trained
-    assert rec["model_params"] == total and rec["max_params"] == budget
+    rec = rank_search(
+        base["base"], pairs, ["cool"], tmp_path / "rs", cfg, enc, max_params=budget / total, max_rank=2, min_margin_db=0
+    )
+    trail = rec["concepts"]["cool"]["trail"]
+    rank2 = fill_detail_ranks(model, lora_ranks(names, 2, caps), caps, budget, True)
+    assert [t["rank"] for t in trail] == ([1, 2] if rank2 is not None else [1])
+    assert trail[0]["ranks"] == with_detail(1, 6)  # what the rank-1 runs trained
+    for t in trail:  # each run within the budget, its detail path as large as the budget allows
+        assert t["trainable"] == count(t["ranks"]) <= budget
+        assert t["ranks"] == fill_detail_ranks(model, lora_ranks(names, t["rank"], caps), caps, budget, True)
+    chosen = rec["concepts"]["cool"]["rank"]
+    assert (
+        rec["ranks"] == rec["concepts"]["cool"]["best_ranks"] == next(t["ranks"] for t in trail if t["rank"] == chosen)
+    )
+    assert rec["adapter_params"] == count(rec["ranks"]) <= budget
+    assert rec["model_params"] == total and rec["max_params"] == budget / total
     with pytest.raises(ConfigError, match="over the budget"):
-        rank_search(base["base"], pairs, ["cool"], tmp_path / "rs2", cfg, enc, max_params=0.5 * r1 / total)
+        rank_search(
+            base["base"], pairs, ["cool"], tmp_path / "rs2", cfg, enc, max_params=0.5 * count(with_detail(1, 1)) / total
+        )
 
 
 def test_only_lora_parameters_change_during_finetuning(pairs, base, tmp_path):

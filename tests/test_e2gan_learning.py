@@ -164,8 +164,8 @@ def test_lora_learns_a_new_concept_over_the_base(two_concept_base, tmp_path):
     cfg = tiny_cfg(10, 10)
     train_loop(g, copy.deepcopy(d), train, None, enc, tmp_path / "lora", cfg)
     after = evaluate(g, test, enc)["psnr"]
-    # measured: 12.7 dB -> 24.7 dB (with the paper's two parts and LoRA at 1e-3 it was 16.7; a full fine-tune of the
-    # same steps: 22.3 dB; sepia is far from both grades)
+    # measured: 12.6 dB -> 27.4 dB (27.1 with the transformer block's layers adapted too; with the paper's two parts
+    # and LoRA at 1e-3 it was 16.7; a full fine-tune of the same steps: 22.3 dB; sepia is far from both grades)
     assert after >= before + 8.0, (before, after)
     assert all(not p.requires_grad for n, p in g.named_parameters() if "lora_" not in n)
 

@@ -70,18 +70,26 @@ __all__ = [
 ]
 
 Progress = Callable[[int, int, int], None]
-# The layers LoRA adapts by default: the paper's crucial layers (sampling layers, transformer block) plus the
-# first and last convs ("io"), the only full-resolution layers. Measured on `cool` (bench/e2gan.py's cpu preset,
-# rank 3, 12 epochs): without them LoRA reached 35.2 dB against full fine-tuning's 38.0; with them 37.8 dB,
-# for 5 k more parameters (0.3 % of the model).
-CRUCIAL_PARTS = ("sampling", "transformer", "io")
+# The layers LoRA adapts by default: the sampling layers (one of the paper's crucial parts) and the full-resolution
+# convs ("io": first, last and the detail path's). Measured on `cool` (bench/e2gan.py's cpu preset, rank 3, 12
+# epochs): without "io" LoRA reached 35.2 dB against full fine-tuning's 38.0; with it 37.8 dB.
+# Departure from the paper, whose other crucial part is the transformer block: here the layer study (full
+# fine-tuning on `cool`, one part frozen) lost nothing with it frozen (47.06 dB, nothing frozen 46.87, io frozen
+# 37.14), and its rank-1 adapters took 10.4 k of the 2 % budget (39.3 k), which the detail path uses better
+# (rank_search fills the budget with it: rank 22 instead of 16). LoRA from the bench's base, [15, 15] epochs,
+# validation PSNR (full fine-tuning: cool 52.23, seed 1 51.90; pencil 22.24; cartoon 18.20): with the transformer
+# cool 50.68, seed 1 50.59, pencil 21.44, cartoon 17.81; without it 51.64, 51.22, 21.68, 17.92. Without it and the
+# detail path left at 16: cool 50.05. The price: cartoon's speckle (invented_colour) at seed 1 0.76 % of the
+# validation pixels against 0.21 % (seed 0: 0.22 % against 0.18 %).
+CRUCIAL_PARTS = ("sampling", "io")
 # Adapters on the detail path's convs get this many times the rank of the others: the path is 32 wide and must
 # learn what the base never drew (ink, strokes). Measured on bench/e2gan.py's cpu preset, [6, 6] epochs, PSNR on
 # the validation pairs (never the evaluation photos): with bias shifts, `pencil` at rank 2 elsewhere and 8 on the
 # path 16.90 dB (41.9 k parameters), at rank 1 elsewhere and 16 on the path 17.15 (39.2 k); `cool` 42.0 at rank 2
 # and 8 without shifts, 43.6 at rank 1 and 16 with them. Within a 2 % budget the path's rank pays more than the
-# other layers'.
+# other layers'; so under a budget, rank_search gives the path all the budget the others leave instead.
 DETAIL_RANK_SCALE = 16
+_DETAIL_LAYERS = ("detail.", "detail_out.")
 BEST_WEIGHTS = "best_generator.safetensors"
 
 
@@ -251,8 +259,31 @@ def build_generator(cfg: E2GANTrainConfig, text_dim: int) -> E2GANGenerator:
 def lora_ranks(names: Sequence[str], rank: int, caps: dict[str, int] | None = None) -> dict[str, int]:
     """LoRA ranks for ``names`` at ``rank``: the detail path's convs get ``DETAIL_RANK_SCALE`` times it; each
     capped by ``caps`` (a layer's weight rank) where given."""
-    out = {n: rank * (DETAIL_RANK_SCALE if n.startswith(("detail.", "detail_out.")) else 1) for n in names}
+    out = {n: rank * (DETAIL_RANK_SCALE if n.startswith(_DETAIL_LAYERS) else 1) for n in names}
     return {n: min(r, caps[n]) for n, r in out.items()} if caps is not None else out
+
+
+def fill_detail_ranks(
+    base: nn.Module, ranks: dict[str, int], caps: dict[str, int], budget: float, bias: bool
+) -> dict[str, int] | None:
+    """``ranks`` with the detail path's convs raised to the largest rank (each capped by ``caps``) that keeps the
+    adapter within ``budget`` parameters, and never below the other layers' rank; None if that does not fit."""
+    detail = [n for n in ranks if n.startswith(_DETAIL_LAYERS)]
+    floor = max((r for n, r in ranks.items() if n not in detail), default=1)
+
+    def at(d: int) -> dict[str, int]:
+        return {**ranks, **{n: min(d, caps[n]) for n in detail}}
+
+    def fits(d: int) -> bool:
+        return _adapter_params(base, list(ranks), at(d), None, bias) <= budget
+
+    if not fits(floor):
+        return None
+    lo, hi = floor, max((caps[n] for n in detail), default=floor)
+    while lo < hi:  # the largest d that fits (the count grows with d)
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return at(lo)
 
 
 def crucial_layer_names(model: E2GANGenerator, parts: Sequence[str] = CRUCIAL_PARTS) -> list[str]:
@@ -663,7 +694,7 @@ def _rank_run(
         resume=True,
         device=device,
     )
-    row = {"rank": rank, "seed": seed, "val_psnr": r["val_psnr"], "trainable": r["trainable"]}
+    row = {"rank": rank, "seed": seed, "val_psnr": r["val_psnr"], "trainable": r["trainable"], "ranks": dict(ranks)}
     atomic_write_json(done, row)
     return row
 
@@ -693,9 +724,11 @@ def rank_search(
     is a fresh adapter trained for the same ``cfg`` schedule on the same batches. Rank 1 is trained twice (two
     seeds) to measure seed-to-seed noise; a concept's rank is the smallest whose PSNR is within
     ``max(noise, min_margin_db)`` of the best, and the search stops once two doublings in a row gain less than
-    that margin. ``max_params`` is a storage budget: ranks double only while the adapter has at most this
-    fraction of the base model's parameters (E2GAN stores one adapter per concept on the device). Every run is
-    resumable (a finished rank is not trained again)."""
+    that margin. ``max_params`` is a storage budget, a fraction of the base model's parameters (E2GAN stores one
+    adapter per concept on the device): under it the detail path's convs take the parameters the other layers
+    leave (:func:`fill_detail_ranks`, at least the others' rank) instead of ``DETAIL_RANK_SCALE`` times their rank,
+    and ranks double only while that fits; each run records the ranks it trained. Every run is resumable (a
+    finished rank is not trained again)."""
     base = edgegan.load(base_dir)
     if not isinstance(base, E2GANGenerator):
         raise ConfigError(f"{base_dir} does not hold an e2gan_generator")
@@ -706,17 +739,22 @@ def rank_search(
     top = max(caps.values())
     if max_rank is not None:  # caps the searched rank (the detail path's convs get DETAIL_RANK_SCALE times it)
         top = min(top, max_rank)
+    budget: float | None = None
     if max_params is not None:
         if not 0 < max_params <= 1:
             raise ConfigError(f"max_params is a fraction of the model's parameters in (0, 1], got {max_params}")
         budget = max_params * sum(p.numel() for p in base.parameters())
-        fits = [
-            r
-            for r in (2**i for i in range(top.bit_length()))
-            if _adapter_params(base, names, caps, r, cfg.lora_bias) <= budget
-        ]
+
+    def ranks_at(others: dict[str, int]) -> dict[str, int] | None:
+        """The ranks a run trains: under a budget the detail path takes what the other layers leave."""
+        if budget is None:
+            return others
+        return fill_detail_ranks(base, others, caps, budget, cfg.lora_bias)
+
+    if budget is not None:
+        fits = [r for r in (2**i for i in range(top.bit_length())) if ranks_at(lora_ranks(names, r, caps)) is not None]
         if not fits:
-            need = _adapter_params(base, names, caps, 1, cfg.lora_bias)
+            need = _adapter_params(base, names, {n: 1 for n in names}, None, cfg.lora_bias)
             raise ConfigError(f"rank 1 on {len(names)} layers needs {need:,} parameters, over the budget {budget:,.0f}")
         top = max(fits)
     per_concept: dict[str, Any] = {}
@@ -727,7 +765,8 @@ def rank_search(
             raise ConfigError(f"the rank search needs validation pairs for {concept!r}")
 
         def run(rank: int, seed: int, concept: str = concept, train: PairSet = train, val: PairSet = val) -> Any:
-            ranks = lora_ranks(names, rank, caps)
+            ranks = ranks_at(lora_ranks(names, rank, caps))
+            assert ranks is not None  # every searched rank fits (top above)
             run_dir = Path(out) / concept_slug(concept) / f"rank{rank}-seed{seed}"
             return _rank_run(base, base_dir, rank, ranks, train, val, encoder, run_dir, cfg, seed, device, progress)
 
@@ -747,12 +786,18 @@ def rank_search(
         chosen = min(t["rank"] for t in trail if t["val_psnr"] >= best - margin)
         per_concept[concept] = {
             "rank": chosen,
-            "best_ranks": lora_ranks(names, chosen, caps),
+            "best_ranks": next(t["ranks"] for t in trail if t["rank"] == chosen),
             "noise_db": noise,
             "margin_db": margin,
             "trail": trail,
         }
     final = {n: max(c["best_ranks"][n] for c in per_concept.values()) for n in names}
+    if budget is not None:  # the largest rank per layer over the concepts, then the detail path refilled
+        others = {n: r for n, r in final.items() if not n.startswith(_DETAIL_LAYERS)}
+        floor = max(others.values(), default=1)
+        filled = ranks_at({**others, **{n: min(floor, caps[n]) for n in final if n not in others}})
+        assert filled is not None  # the other layers' ranks are one concept's, which fitted
+        final = filled
     record = {
         "ranks": final,
         "concepts": per_concept,

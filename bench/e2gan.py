@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import statistics
@@ -54,7 +55,7 @@ from edgegan.data.images import list_images
 from edgegan.data.shared import shared_data
 from edgegan.e2gan.editors import CLASSICAL
 from edgegan.e2gan.image_encoder import StatsImageEncoder
-from edgegan.e2gan.pairs import make_pairs
+from edgegan.e2gan.pairs import concept_slug, make_pairs
 from edgegan.e2gan.text import CachedTextEncoder, HFTextEncoder, TinyTextEncoder
 from edgegan.e2gan.train import (
     E2GANTrainConfig,
@@ -399,24 +400,43 @@ def _full_rows(
     return r
 
 
+def _detail_rank(trial: dict[str, Any]) -> str:
+    """The report's " (detail path N)" for a rank-search trial whose detail path trained at another rank (runs
+    saved before the ranks were recorded get nothing)."""
+    detail = [r for n, r in trial.get("ranks", {}).items() if n.startswith("detail.")]
+    return f" (detail path {max(detail)})" if detail and max(detail) != trial["rank"] else ""
+
+
 def _rank_search(
-    cfg: E2GANTrainConfig, p: dict[str, Any], work: Path, concepts: list[str], encoder: Any, device: str
+    cfg: E2GANTrainConfig,
+    p: dict[str, Any],
+    work: Path,
+    concepts: list[str],
+    encoder: Any,
+    device: str,
+    reverse: bool = False,
 ) -> dict[str, Any]:
-    """The LoRA rank search's record on ``concepts`` (resumable: finished ranks are read back)."""
+    """The LoRA rank search's record on ``concepts`` (resumable: finished ranks are read back). Each concept is
+    searched alone first, claimed like a row (``reverse``: from the last one, as the ``--helper`` does), so the two
+    processes search two concepts at once; the search over all of them then only reads the runs back."""
     rank_cfg = dataclasses.replace(cfg, epochs=p["rank_epochs"][0], epochs_decay=p["rank_epochs"][1])
+    search = functools.partial(
+        rank_search,
+        work / "base" / "base",
+        work / "pairs" / "train",
+        out=work / "ranks",
+        cfg=rank_cfg,
+        encoder=encoder,
+        max_rank=p["max_rank"],
+        max_params=p["max_params"],
+        device=device,
+    )
+    console.log(f"LoRA rank search on {concepts}: fresh adapters at ranks 1, 2, 4, ... ({p['rank_epochs']})")
+    for concept in reversed(concepts) if reverse else concepts:
+        with _claim(work / "ranks" / concept_slug(concept)):
+            search(concepts=[concept])
     with _claim(work / "ranks"):
-        console.log(f"LoRA rank search on {concepts}: fresh adapters at ranks 1, 2, 4, ... ({p['rank_epochs']})")
-        return rank_search(
-            work / "base" / "base",
-            work / "pairs" / "train",
-            concepts,
-            work / "ranks",
-            rank_cfg,
-            encoder,
-            max_rank=p["max_rank"],
-            max_params=p["max_params"],
-            device=device,
-        )
+        return search(concepts=concepts)
 
 
 def _adapter_jobs(
@@ -571,7 +591,7 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
         for concept in HELD_OUT:
             _full_rows(cfg, p, work, concept, encoder, args.device)
         _layer_study(cfg, p, work, encoder, args.device)
-        ranks_rec = _rank_search(cfg, p, work, search_concepts, encoder, args.device)
+        ranks_rec = _rank_search(cfg, p, work, search_concepts, encoder, args.device, reverse=True)
         ranks = {k: int(v) for k, v in ranks_rec["ranks"].items()}
         for _, _, row_out, kwargs in reversed(_adapter_jobs(cfg, p, work, ranks, encoder, args.device)):
             _finetune(row_out, **kwargs)
@@ -801,7 +821,7 @@ def main() -> None:  # noqa: C901 - a bench reads best top to bottom
         f"searched ranks (on {', '.join(search_concepts)}): "
         + "; ".join(
             f"{c}: rank {v['rank']} (noise {v['noise_db']:.2f} dB, margin {v['margin_db']:.2f} dB, trail "
-            + ", ".join(f"r{t['rank']} {t['val_psnr']:.2f}" for t in v["trail"])
+            + ", ".join(f"r{t['rank']}{_detail_rank(t)} {t['val_psnr']:.2f}" for t in v["trail"])
             + ")"
             for c, v in ranks_rec["concepts"].items()
         )

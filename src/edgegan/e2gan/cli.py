@@ -256,7 +256,12 @@ def _parse_ranks(spec: str, base: Path) -> dict[str, int] | None:
         if saved.is_file():
             console.print(f"LoRA ranks from {saved}")
             return {k: int(v) for k, v in json.loads(saved.read_text())["ranks"].items()}
-        console.print("no rank search saved with the base model: rank 4 on the crucial layers (the detail path's: 16)")
+        from edgegan.e2gan.train import DETAIL_RANK_SCALE
+
+        console.print(
+            "no rank search saved with the base model: rank 4 on the crucial layers "
+            f"(the detail path's: {4 * DETAIL_RANK_SCALE}, capped at each conv's rank)"
+        )
         return None
     path = Path(spec)
     if path.is_file():
@@ -342,7 +347,10 @@ def rank_search_cmd(
     out: Path = typer.Option(..., "--out"),
     max_rank: int | None = typer.Option(None, "--max-rank"),
     max_params: float | None = typer.Option(
-        None, "--max-params", help="Storage budget: the adapter's parameters as a fraction of the model's (0.02: 2%)."
+        None,
+        "--max-params",
+        help="Storage budget: the adapter's parameters as a fraction of the model's (0.02: 2%); the detail path's "
+        "adapters take what the other layers' rank leaves.",
     ),
     min_margin: float = typer.Option(
         0.05, "--min-margin", help="dB floor of the margin (rank-1 seed-to-seed PSNR noise) a larger rank must beat."

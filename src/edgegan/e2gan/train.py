@@ -76,11 +76,11 @@ Progress = Callable[[int, int, int], None]
 # Departure from the paper, whose other crucial part is the transformer block: here the layer study (full
 # fine-tuning on `cool`, one part frozen) lost nothing with it frozen (47.06 dB, nothing frozen 46.87, io frozen
 # 37.14), and its rank-1 adapters took 10.4 k of the 2 % budget (39.3 k), which the detail path uses better
-# (rank_search fills the budget with it: rank 22 instead of 16). LoRA from the bench's base, [15, 15] epochs,
-# validation PSNR (full fine-tuning: cool 52.23, seed 1 51.90; pencil 22.24; cartoon 18.20): with the transformer
-# cool 50.68, seed 1 50.59, pencil 21.44, cartoon 17.81; without it 51.64, 51.22, 21.68, 17.92. Without it and the
-# detail path left at 16: cool 50.05. The price: cartoon's speckle (invented_colour) at seed 1 0.76 % of the
-# validation pixels against 0.21 % (seed 0: 0.22 % against 0.18 %).
+# (rank_search fills the budget with it: at rank 1 elsewhere, 22 instead of 16). LoRA from the bench's base,
+# [15, 15] epochs, validation PSNR (full fine-tuning: cool 52.23, seed 1 51.90; pencil 22.24; cartoon 18.20): with
+# the transformer cool 50.68, seed 1 50.59, pencil 21.44, cartoon 17.81; without it 51.64, 51.22, 21.68, 17.92.
+# Without it and the detail path left at 16: cool 50.05. The price: cartoon's speckle (invented_colour) at seed 1
+# 0.76 % of the validation pixels against 0.21 % (seed 0: 0.22 % against 0.18 %).
 CRUCIAL_PARTS = ("sampling", "io")
 # Adapters on the detail path's convs get this many times the rank of the others: the path is 32 wide and must
 # learn what the base never drew (ink, strokes). Measured on bench/e2gan.py's cpu preset, [6, 6] epochs, PSNR on

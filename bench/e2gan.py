@@ -5,7 +5,8 @@ Usage: python bench/e2gan.py [--preset cpu|gpu|tiny] [--data DIR] [--out bench/r
 
 On 2 cores: ``--stop-after base --threads 2``, then ``--threads 1`` and ``--threads 1 --helper`` side by side: the
 helper trains the full fine-tuning, pix2pix and layer-study rows while the main process searches ranks and trains
-the adapter rows; then the helper trains adapter rows from the last one back. Each row is trained by one process
+the adapter rows; then the helper searches ranks from the last concept and trains adapter rows from the last one
+back. Each row is trained by one process
 only (a lock file); the main process waits for a row the helper is training, then evaluates.
 
 1. Images: facades photos (``facades/A/train`` for training, ``facades/A/test`` for the held-out
@@ -17,8 +18,9 @@ only (a lock file); the main process waits for a row the helper is training, the
    over is the concept the LoRA rank search runs on (ranks searched on a concept the base has not seen,
    then reused for the held-out ones, as in the paper).
 4. For each held-out concept, each for the same number of epochs on the same pairs:
-   (a) LoRA on the crucial layers (sampling layers, transformer block, first and last convs) with the ranks
-   searched under a storage budget (``max_params``: 2 % of the model's parameters),
+   (a) LoRA on the crucial layers (sampling layers, first and last convs, the detail path) with the ranks
+   searched under a storage budget (``max_params``: 2 % of the model's parameters; the detail path takes what
+   the other layers' rank leaves),
    (b) full fine-tuning of the base, (c) pix2pix ResNet-9 from scratch (same width, same GAN + L1 loss),
    and (d) LoRA on N pairs chosen by K-means over the base model's un-normalised stem features vs N random pairs,
    for as many epochs as (a), so in a fraction of its time, repeated over seeds.
